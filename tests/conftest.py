@@ -1,0 +1,78 @@
+"""Shared pytest fixtures.
+
+Three tiers: fast unit tests (no fixture), real-data tests (``shared_data`` fixture, skipped with a reason when
+``../shared/data`` is absent) and local-Ray integration tests (``ray_session``: one local Ray for the whole run,
+2 CPUs, no dashboard).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before any ray import: quiet, offline, no token auth for the test cluster.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MACDIFF_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of one folder of ../shared/data, or skip the test with the reason."""
+    p = SHARED_DATA / name
+    if not p.is_dir():
+        pytest.skip(f"real data not present: {p} (set MACDIFF_SHARED_DATA to the shared data folder)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not present: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole pytest session (num_cpus=2, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=int(1e9),
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+            log_to_driver=False,
+        )
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ucla_prepared(tmp_path_factory, shared_data):
+    """NW-UCLA converted once per session into Parquet shards (real data)."""
+    from macdiff_ray.data.prepare import prepare_dataset
+
+    src = shared_dataset("nw_ucla") / "all_sqe"
+    out = tmp_path_factory.mktemp("ucla") / "prepared"
+    prepare_dataset("ucla", src, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_prepared(tmp_path_factory):
+    """A small synthetic dataset (no real data needed)."""
+    from macdiff_ray.data.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("synthetic") / "prepared"
+    prepare_dataset("synthetic", None, out, progress=False, synthetic_options={"num_samples": 240, "num_classes": 6, "seed": 0})
+    return out
