@@ -1,0 +1,121 @@
+"""Generic arrays in ``.npz`` (read with ``allow_pickle=False``): bring your own skeleton data.
+
+Keys: ``x`` float ``(N, T, V, C)`` or ``(N, M, T, V, C)`` zero-padded; ``y`` int ``(N,)`` 0-based labels;
+optional ``lengths`` int ``(N,)`` (default: up to the last frame with a non-zero value), ``subject``, ``view``
+int ``(N,)``, ``split`` str ``(N,)`` of ``train``/``test``/``""`` (the ``custom`` benchmark), ``sample_id`` str
+``(N,)`` (default ``<file stem>_<i>``). A person whose every value is zero is absent.
+
+Options: ``units`` (``m``/``cm``/``mm``, converted to metres), ``layout`` (a name for
+:func:`~macdiff_ray.data.layouts.get_layout`; default ``ntu25`` when V = 25, else a generic layout of V joints).
+The ``ctrgcn-npz`` format reuses :func:`samples_from_arrays`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from macdiff_ray.data.formats import FormatSpec, files_matching
+from macdiff_ray.data.layouts import JointLayout, generic_layout, get_layout
+from macdiff_ray.data.samples import DataFormatError, RawSample
+
+UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
+
+def unit_scale(options: dict) -> float:
+    units = options["units"] if "units" in options else "m"
+    if units not in UNIT_SCALE:
+        raise ValueError(f"units must be one of {sorted(UNIT_SCALE)}, got {units!r}")
+    return UNIT_SCALE[units]
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` without pickle; a pickled (object) member is a :class:`DataFormatError`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {}
+            for k in z.files:
+                try:
+                    out[k] = z[k]
+                except ValueError as e:
+                    raise DataFormatError(path, f"field {k}", f"cannot be read without pickle ({e})") from e
+            return out
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataFormatError(path, "", f"not a readable .npz file ({e})") from e
+
+
+def valid_lengths(x: np.ndarray) -> np.ndarray:
+    """``x (N, M, T, V, C)`` -> int ``(N,)``: index of the last frame with any non-zero value, plus one."""
+    nz = np.any(x != 0, axis=(1, 3, 4))  # (N, T)
+    t = x.shape[2]
+    return np.where(nz.any(axis=1), t - np.argmax(nz[:, ::-1], axis=1), 0)
+
+
+def samples_from_arrays(path: Path, x: np.ndarray, y: np.ndarray, *, lengths: np.ndarray | None = None,
+                        subject=None, view=None, split=None, sample_id=None, scale: float = 1.0,
+                        prefix: str = "") -> list[RawSample]:
+    """Split padded arrays ``x (N, M, T, V, C)`` into :class:`RawSample` (absent persons and padding dropped)."""
+    n = x.shape[0]
+    for name, arr in (("y", y), ("lengths", lengths), ("subject", subject), ("view", view), ("split", split),
+                      ("sample_id", sample_id)):
+        if arr is not None and (arr.ndim != 1 or arr.shape[0] != n):
+            raise DataFormatError(path, f"field {name}", f"expected shape ({n},), got {arr.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataFormatError(path, "field y", f"labels must be integers, got dtype {y.dtype}")
+    lens = valid_lengths(x) if lengths is None else lengths.astype(np.int64)
+    if lengths is not None and ((lens < 0) | (lens > x.shape[2])).any():
+        i = int(np.flatnonzero((lens < 0) | (lens > x.shape[2]))[0])
+        raise DataFormatError(path, f"field lengths[{i}]", f"{lens[i]} outside [0, {x.shape[2]}]")
+    out = []
+    for i in range(n):
+        xi = x[i, :, : lens[i]]  # (M, T_i, V, C)
+        present = np.any(xi != 0, axis=(1, 2, 3)) | ~np.isfinite(xi).all(axis=(1, 2, 3))  # (M,) NaN counts
+        sid = str(sample_id[i]) if sample_id is not None else f"{prefix}{i:06d}"
+        out.append(RawSample(
+            sid, (xi[present] * scale).astype(np.float32), int(y[i]),
+            subject=int(subject[i]) if subject is not None else -1,
+            view=int(view[i]) if view is not None else -1,
+            split=str(split[i]) if split is not None else "",
+        ))
+    return out
+
+
+def list_inputs(input_path: Path, options: dict) -> tuple[list[Path], list[dict]]:
+    return files_matching(input_path, "*.npz", ".npz files"), []
+
+
+def read(path: Path, options: dict) -> list[RawSample]:
+    z = load_npz(path)
+    for key in ("x", "y"):
+        if key not in z:
+            raise DataFormatError(path, f"field {key}", f"missing (keys present: {sorted(z)})")
+    x = z["x"]
+    if x.ndim == 4:
+        x = x[:, None]  # (N, 1, T, V, C)
+    if x.ndim != 5:
+        raise DataFormatError(path, "field x", f"expected (N, T, V, C) or (N, M, T, V, C), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataFormatError(path, "field x", f"expected floats, got dtype {x.dtype}")
+    opt = {k: z[k] for k in ("lengths", "subject", "view", "split", "sample_id") if k in z}
+    return samples_from_arrays(path, x, z["y"], scale=unit_scale(options), prefix=f"{path.stem}_", **opt)
+
+
+def layout_from(options: dict, samples: list[RawSample]) -> JointLayout:
+    if "layout" in options:
+        return get_layout(options["layout"])
+    v = samples[0].x.shape[2] if samples[0].x.ndim == 4 else 0
+    return get_layout("ntu25") if v == 25 else generic_layout(max(v, 1))
+
+
+ARRAYS_FORMAT = FormatSpec(
+    name="arrays",
+    list_inputs=list_inputs,
+    read=read,
+    dataset=lambda options, samples: "custom",
+    layout=layout_from,
+    num_classes=None,
+    max_persons=1,
+    option_names=frozenset({"units", "layout"}),
+)

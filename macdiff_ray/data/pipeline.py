@@ -1,0 +1,288 @@
+"""Ray Data streaming pipeline over a prepared dataset (docs/ARCHITECTURE.md "Batches from Ray Data").
+
+``make_dataset`` builds ``read_parquet -> row filter (pushed into the Parquet scan) -> map_batches(transform)``;
+``iter_torch`` turns a dataset or a Ray Train shard into dicts of torch tensors, with a local shuffle buffer.
+
+Split and subset selection
+    The driver reads only the cheap ``sample_id`` and ``label`` columns with pyarrow, filtered by
+    ``split_filter(benchmark, split)`` (Parquet pushdown), draws the semi-supervised subset with
+    ``stratified_subset`` on those labels, and hands Ray the resulting id set as one filter,
+    ``col("sample_id").is_in(ids)``. Ray 2.60's Parquet reader (datasource V2) only takes Ray expressions
+    (``Dataset.filter(expr=...)``), not the pyarrow expression of ``split_filter``; the optimizer pushes this one
+    into the scan, so rows outside the split are never decoded. Shards that hold no selected row are not read.
+    Because the ids are fixed on the driver, every worker and every epoch sees exactly the same rows.
+
+Shuffling (training)
+    Shard order is randomised per pass (``FileShuffleConfig(seed, reseed_after_execution=True)``, streaming, no
+    barrier); with ``materialize=True`` the materialised blocks are re-split into small blocks and their order is
+    randomised per pass (``randomize_block_order``). Rows are then mixed by the local shuffle buffer of
+    :func:`iter_torch` (pass ``seed + epoch`` there for a different, reproducible order per epoch).
+
+CPU reservation (RAY-NOTES hang 1: if trainer workers hold every CPU, read/transform tasks are never scheduled
+and the job hangs without an error). Callers choose one of:
+    * give trainer workers fractional CPUs, e.g. ``ScalingConfig(resources_per_worker={"CPU": 0.5})`` on a
+      2-CPU box, leaving room for this pipeline's tasks (each asks for ``data_num_cpus``, default 0.25);
+    * ``materialize=True`` for small datasets (NW-UCLA, MSR, tests): the Parquet read happens here, on the
+      driver's Ray, before any trainer starts; only the light transform tasks stay, and with ``data_num_cpus=0``
+      they need no CPU reservation at all (they then share the cores with the trainer);
+    * start Ray with more logical CPUs than trainer workers take (``ray.init(num_cpus=...)``).
+
+Augmentation randomness changes per pass without any epoch argument: the transforms key their RNG on Ray
+Data's execution index (see ``transforms.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+import numpy as np
+
+from macdiff_ray.config import ConfigError
+from macdiff_ray.data.benchmarks import benchmarks_for_dataset, split_filter
+from macdiff_ray.data.manifest import list_shards, load_manifest
+from macdiff_ray.data.subsets import stratified_subset
+from macdiff_ray.data.transforms import EvalTransform, NormStats, TrainTransform, decode_batch
+
+__all__ = ["dataset_stats", "select_split", "SplitSelection", "make_dataset", "iter_torch", "TRANSFORM_BATCH"]
+
+# Rows per map_batches call: large enough to amortise numpy overheads (about 25 ms per 128 rows of
+# 201 frames x 20 joints on one core), small enough to keep task outputs well under Ray's block size.
+TRANSFORM_BATCH = 128
+
+
+def dataset_stats(data_dir: str | Path, benchmark: str) -> NormStats:
+    """The manifest's per-benchmark training statistics ``{"mean": [C], "std": [C]}`` as :class:`NormStats`."""
+    manifest = load_manifest(data_dir)
+    _check_benchmark(data_dir, manifest, benchmark)
+    stats = manifest["stats"]
+    if benchmark not in stats:
+        raise ConfigError(
+            f"{data_dir}/manifest.json: no stats for benchmark {benchmark!r}; stats has {sorted(stats)}"
+        )
+    try:
+        return NormStats.coerce(stats[benchmark])
+    except ConfigError as e:
+        raise ConfigError(f"{data_dir}/manifest.json: stats[{benchmark!r}]: {e}") from e
+
+
+def _check_benchmark(data_dir: str | Path, manifest: Mapping[str, Any], benchmark: str) -> None:
+    served = benchmarks_for_dataset(manifest["dataset"])
+    if benchmark not in served:
+        raise ConfigError(
+            f"{data_dir}: dataset {manifest['dataset']!r} does not serve benchmark {benchmark!r}; it serves {served}"
+        )
+
+
+class SplitSelection:
+    """The rows of one split (or of its labelled subset), fixed on the driver.
+
+    Attributes: ``sample_ids`` (N,) str, ``labels`` (N,) int64, ``shards`` (the shard paths holding them).
+    """
+
+    def __init__(self, sample_ids: np.ndarray, labels: np.ndarray, shards: list[Path]):
+        self.sample_ids = sample_ids
+        self.labels = labels
+        self.shards = shards
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+def select_split(
+    data_dir: str | Path,
+    benchmark: str,
+    split: str,
+    *,
+    labeled_fraction: float | None = None,
+    subset_seed: int = 0,
+) -> SplitSelection:
+    """Sample ids (and labels) of ``split`` of ``benchmark``, optionally reduced to a stratified subset.
+
+    Reads only ``sample_id`` and ``label`` with the pyarrow filter ``split_filter(benchmark, split)`` pushed into
+    the Parquet scan. Rows keep shard order (``sample_id`` order), so the subset drawn by
+    ``stratified_subset(labels, labeled_fraction, subset_seed)`` is the same on every machine.
+    """
+    import pyarrow.parquet as pq
+
+    manifest = load_manifest(data_dir)
+    _check_benchmark(data_dir, manifest, benchmark)
+    if split not in ("train", "test"):
+        raise ConfigError(f"split: expected 'train' or 'test', got {split!r}")
+    expr = split_filter(benchmark, split)
+    ids_parts, label_parts, owner = [], [], []
+    shards = list_shards(data_dir)
+    for i, path in enumerate(shards):
+        t = pq.read_table(path, columns=["sample_id", "label"], filters=expr)
+        ids_parts.append(np.asarray(t.column("sample_id").to_pylist(), dtype=object))
+        label_parts.append(t.column("label").to_numpy().astype(np.int64))
+        owner.append(np.full(t.num_rows, i, np.int64))
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, object)  # (N,)
+    labels = np.concatenate(label_parts) if label_parts else np.zeros(0, np.int64)  # (N,)
+    owner_arr = np.concatenate(owner) if owner else np.zeros(0, np.int64)  # (N,)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"{data_dir}: sample_id is not unique within {benchmark}/{split}")
+    if labeled_fraction is not None:
+        if not (isinstance(labeled_fraction, (int, float)) and 0.0 < float(labeled_fraction) <= 1.0):
+            raise ConfigError(f"labeled_fraction: expected a number in (0, 1], got {labeled_fraction!r}")
+        keep = stratified_subset(labels, float(labeled_fraction), subset_seed)  # (K,) sorted row indices
+        ids, labels, owner_arr = ids[keep], labels[keep], owner_arr[keep]
+    used = sorted(set(owner_arr.tolist()))
+    return SplitSelection(ids, labels, [shards[i] for i in used])
+
+
+def make_dataset(
+    data_dir: str | Path,
+    benchmark: str,
+    split: str,
+    *,
+    train: bool,
+    num_frames: int = 120,
+    seed: int | None = 0,
+    labeled_fraction: float | None = None,
+    subset_seed: int = 0,
+    persons: Literal["all", "first"] = "all",
+    transform: Literal["auto"] | None | Callable[[dict], dict] = "auto",
+    materialize: bool = False,
+    data_num_cpus: float = 0.25,
+    transform_batch_size: int = TRANSFORM_BATCH,
+):
+    """A Ray Dataset of one split of a prepared dataset, transformed for training or evaluation.
+
+    Args:
+        data_dir: prepared dataset directory (``manifest.json`` + ``shards/``).
+        benchmark, split: e.g. ``"ucla-xview"``, ``"train"``.
+        train: training pipeline (random shard/block order, :class:`TrainTransform`) or evaluation
+            (:class:`EvalTransform`, stored order).
+        num_frames: T0 after crop and resize.
+        seed: base seed of the shard/block order and of the augmentation (None: unseeded).
+        labeled_fraction, subset_seed: keep a class-stratified subset of the split (semi-supervised protocol).
+        persons: ``"all"`` keeps M persons; ``"first"`` keeps the first actor only (M' = 1).
+        transform: ``"auto"`` picks Train/EvalTransform with the manifest's stats for ``benchmark``; ``None``
+            skips it (rows come out as stored: ``x`` (M, T_max, V, C) float32 plus every Parquet column); or any
+            batch-in/batch-out numpy callable.
+        materialize: read the selected rows into the object store now (small datasets; see the module notes on
+            CPU starvation). The random transform still runs per pass, so augmentation stays fresh each epoch.
+        data_num_cpus: logical CPUs each read/transform task asks for (fractional keeps room for trainers; 0 means
+            the tasks never wait for a CPU).
+        transform_batch_size: rows per transform call.
+
+    Returns:
+        ``ray.data.Dataset`` whose rows have ``x``, ``x_view`` float32 (M', T0, V, C), ``label`` int64 and
+        ``person_valid`` bool (M',) (with a transform).
+    """
+    import ray.data
+    from ray.data.datasource import FileShuffleConfig
+    from ray.data.expressions import col
+
+    if not isinstance(train, bool):
+        raise ConfigError(f"train: expected true/false, got {train!r}")
+    if persons not in ("all", "first"):
+        raise ConfigError(f"persons: expected 'all' or 'first', got {persons!r}")
+    if data_num_cpus < 0:
+        raise ConfigError(f"data_num_cpus: must be >= 0, got {data_num_cpus}")
+    if transform_batch_size < 1:
+        raise ConfigError(f"transform_batch_size: must be >= 1, got {transform_batch_size}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"seed: expected a non-negative integer or None, got {seed!r}")
+
+    selection = select_split(data_dir, benchmark, split, labeled_fraction=labeled_fraction, subset_seed=subset_seed)
+    if len(selection) == 0:
+        raise ValueError(f"{data_dir}: benchmark {benchmark!r} split {split!r} selects no rows")
+
+    fn: Callable[[dict], dict] | None
+    if transform == "auto":
+        stats = dataset_stats(data_dir, benchmark)
+        if train:
+            fn = TrainTransform(stats, num_frames=num_frames, persons=persons, seed=seed)
+        else:
+            fn = EvalTransform(stats, num_frames=num_frames, persons=persons)
+    elif transform is None or callable(transform):
+        fn = transform
+    else:
+        raise ConfigError(f"transform: expected 'auto', None or a callable, got {transform!r}")
+
+    read_kwargs: dict[str, Any] = {"num_cpus": data_num_cpus}
+    if train and not materialize:
+        read_kwargs["shuffle"] = FileShuffleConfig(seed=seed, reseed_after_execution=True)
+    paths = [str(p) for p in selection.shards]
+    ds = ray.data.read_parquet(paths, **read_kwargs)
+    ds = ds.filter(expr=col("sample_id").is_in(selection.sample_ids.tolist()))
+
+    if materialize:
+        # Keep shard order while materialising, so that block contents (hence the per-batch augmentation
+        # draws) are the same on every build with the same seed. Cheap here: the data is small by assumption.
+        ds.context.execution_options.preserve_order = True
+        ds = ds.materialize()
+        # Small blocks give the per-pass block-order randomisation something to permute.
+        target_blocks = max(1, math.ceil(len(selection) / transform_batch_size))
+        ds = ds.repartition(target_blocks).materialize()
+        if train:
+            from ray.data import RandomSeedConfig
+
+            ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
+
+    if fn is not None:
+        ds = ds.map_batches(
+            fn,
+            batch_format="numpy",
+            batch_size=transform_batch_size,
+            num_cpus=data_num_cpus,
+            zero_copy_batch=True,
+        )
+    return ds
+
+
+def iter_torch(
+    ds_or_shard: Any,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    drop_last: bool = False,
+    seed: int | None = None,
+    shuffle_buffer: int | None = None,
+    prefetch_batches: int = 2,
+) -> Iterator[dict[str, "torch.Tensor"]]:  # noqa: F821 - torch imported lazily
+    """Batches of a Ray ``Dataset`` or Train ``DataIterator`` as dicts of CPU torch tensors.
+
+    Numeric columns become tensors (``x``/``x_view`` float32 (B, M, T, V, C), ``label`` int64 (B,),
+    ``person_valid`` bool (B, M) after a transform); string columns (``sample_id``, ``split``) are dropped.
+    ``shuffle`` mixes rows through a local buffer of ``shuffle_buffer`` rows (default ``max(8 * batch_size,
+    1024)``) seeded by ``seed`` (pass ``seed + epoch`` for a different, reproducible order per epoch).
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
+    buffer = None
+    if shuffle:
+        buffer = shuffle_buffer if shuffle_buffer is not None else max(8 * batch_size, 1024)
+        if buffer < 1:
+            raise ConfigError(f"shuffle_buffer: must be >= 1, got {buffer}")
+    it = ds_or_shard.iter_batches(
+        batch_size=batch_size,
+        batch_format="numpy",
+        drop_last=drop_last,
+        local_shuffle_buffer_size=buffer,
+        local_shuffle_seed=seed if shuffle else None,
+        prefetch_batches=prefetch_batches,
+    )
+    for batch in it:
+        data = decode_batch(batch) if "x" in batch and not _is_decoded(batch["x"]) else batch
+        yield {
+            k: torch.from_numpy(_writable(v))
+            for k, v in data.items()
+            if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+        }
+
+
+def _writable(v: np.ndarray) -> np.ndarray:
+    """Ray may hand over read-only zero-copy views; torch needs a writable, contiguous array."""
+    if v.flags.writeable and v.flags.c_contiguous:
+        return v
+    return np.array(v, copy=True, order="C")
+
+
+def _is_decoded(x: Any) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.ndim == 5

@@ -1,0 +1,100 @@
+"""The raw-sample contract shared by every format reader.
+
+A reader turns one input file into a list of :class:`RawSample`; :func:`validate_sample` checks each one before
+it can reach a shard. Every error a reader raises is a :class:`DataFormatError` that names the file and the line
+or field, so a user can open the file and find the fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["RawSample", "DataFormatError", "validate_sample"]
+
+
+@dataclass
+class RawSample:
+    """One sequence (all its persons) as read from a source file.
+
+    Attributes:
+        sample_id: source name, e.g. ``S001C001P001R001A001`` or ``a01_s01_e00_v01``; unique within a dataset.
+        x: float32 ``(M, T, V, C)``: persons, valid frames, joints, coordinates, in metres. ``M >= 1`` persons
+            present (no all-zero padding persons), ``T >= 1`` valid frames (no padding frames).
+        label: 0-based class index.
+        subject / view / setup / replication: ids from the source (``-1`` if unknown).
+        split: stored split for the ``custom`` benchmark (``"train"``, ``"test"`` or ``""``).
+    """
+
+    sample_id: str
+    x: np.ndarray  # float32 (M, T, V, C)
+    label: int
+    subject: int = -1
+    view: int = -1
+    setup: int = -1
+    replication: int = -1
+    split: str = ""
+
+
+class DataFormatError(ValueError):
+    """A source file does not match its format. ``str()`` is ``"<file>: <where>: <message>"``.
+
+    Args:
+        source: the offending file (or input folder).
+        where: ``"line N"``, ``"field F"``, ``"sample S"``, ... (may be empty).
+        message: what is wrong, with the offending value.
+    """
+
+    def __init__(self, source: str | Path, where: str, message: str):
+        self.source = str(source)
+        self.where = where
+        self.message = message
+        text = f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}"
+        super().__init__(text)
+
+    def __reduce__(self):  # keep the three-argument constructor picklable (Ray, multiprocessing)
+        return (DataFormatError, (self.source, self.where, self.message))
+
+
+def validate_sample(s: RawSample, *, num_joints: int, num_classes: int | None, source: str) -> None:
+    """Check a :class:`RawSample` against the contract; raise :class:`DataFormatError` naming ``source``.
+
+    Checks: ``x`` is a 4-D ``(M, T, V, C)`` float array with ``M >= 1``, ``T >= 1``, ``V == num_joints``,
+    ``C == 3``; every value finite (no NaN/inf); ``label`` in ``[0, num_classes)`` (when ``num_classes`` given);
+    a non-empty ``sample_id``; ``split`` in ``{"", "train", "test"}``.
+    """
+    where = f"sample {s.sample_id!r}"
+    if not isinstance(s.sample_id, str) or not s.sample_id:
+        raise DataFormatError(source, "field sample_id", f"empty or non-string sample id {s.sample_id!r}")
+    x = s.x
+    if not isinstance(x, np.ndarray):
+        raise DataFormatError(source, where, f"x must be a numpy array, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise DataFormatError(source, where, f"x must be (M, T, V, C), got shape {tuple(x.shape)}")
+    m, t, v, c = x.shape
+    if m < 1:
+        raise DataFormatError(source, where, "no person present (M = 0)")
+    if t < 1:
+        raise DataFormatError(source, where, "empty sequence (T = 0 frames)")
+    if v != num_joints:
+        raise DataFormatError(source, where, f"wrong joint count: {v} joints, expected {num_joints}")
+    if c != 3:
+        raise DataFormatError(source, where, f"wrong coordinate count: C = {c}, expected 3")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataFormatError(source, where, f"x must be floating point, got dtype {x.dtype}")
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        raise DataFormatError(
+            source, where, f"non-finite value {x[tuple(bad)]!r} at (person, frame, joint, coord) = {tuple(int(i) for i in bad)}"
+        )
+    if isinstance(s.label, bool) or not isinstance(s.label, (int, np.integer)):
+        raise DataFormatError(source, where, f"label must be an integer, got {s.label!r}")
+    if s.label < 0 or (num_classes is not None and s.label >= num_classes):
+        raise DataFormatError(
+            source, where, f"label {int(s.label)} out of range [0, {num_classes if num_classes is not None else 'inf'})"
+        )
+    if s.split not in ("", "train", "test"):
+        raise DataFormatError(source, where, f"split must be 'train', 'test' or '', got {s.split!r}")

@@ -1,0 +1,203 @@
+"""Framework-free epoch functions: :func:`train_epoch` and :func:`validate`.
+
+They take a model, an optimiser and any iterable of batch dicts (Ray Data ``iter_torch`` output, or plain
+tensors in a benchmark), so the same code runs under Ray Train, in a plain PyTorch loop, or under Tune.
+
+A batch dict has ``x`` / ``x_view`` float32 ``(B, M, T, V, C)`` and ``person_valid`` bool ``(B, M)``
+(docs/ARCHITECTURE.md "Batches from Ray Data").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Iterable, Mapping, Optional
+
+import torch
+from torch import nn
+
+from macdiff_ray.train.optim import WarmupCosine
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN/Inf: the run stops instead of training on garbage."""
+
+
+class DiffusionLoss(nn.Module):
+    """``forward(x_clean, x_view) -> dict(loss, mse, uniformity)`` around ``MacDiff.forward_loss``.
+
+    DDP only synchronises gradients for computations that go through the wrapped module's ``forward``; MacDiff's
+    loss lives in ``forward_loss``, so this thin module makes it the forward. ``net`` is the MacDiff model (what
+    checkpoints store); the schedule is plain float64 buffers (not parameters), moved with :meth:`to_device`.
+    """
+
+    def __init__(self, net: nn.Module, schedule: Any):
+        super().__init__()
+        self.net = net
+        self.schedule = schedule
+
+    def to_device(self, device: torch.device) -> "DiffusionLoss":
+        self.schedule = self.schedule.to(device)
+        return self
+
+    def forward(self, x_clean: torch.Tensor, x_view: torch.Tensor) -> dict:
+        # x_clean, x_view: (N, T, V, C)
+        return self.net.forward_loss(x_clean, x_view, self.schedule)
+
+
+def select_persons(batch: Mapping[str, torch.Tensor], persons: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, M, T, V, C) batch -> (N, T, V, C) clean target and encoder view.
+
+    ``first``: actor 1 only (N = B; the released code). ``all``: every valid person (N = number of valid persons).
+    """
+    x, x_view = batch["x"], batch["x_view"]  # (B, M, T, V, C) each
+    if x.ndim == 4:  # already one person per row: (B, T, V, C)
+        return x, x_view
+    if persons == "first":
+        return x[:, 0], x_view[:, 0]  # (B, T, V, C)
+    valid = batch["person_valid"].bool()  # (B, M)
+    return x[valid], x_view[valid]  # (N, T, V, C)
+
+
+def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    if amp_dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum across DDP ranks (identity without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)  # (K,)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    lr_schedule: WarmupCosine,
+    start_step: int,
+    max_steps: int,
+    epoch: int,
+    device: torch.device,
+    persons: str = "first",
+    amp_dtype: Optional[torch.dtype] = None,
+    scaler: Optional[torch.amp.GradScaler] = None,
+    grad_clip: Optional[float] = None,
+) -> dict:
+    """One epoch of at most ``max_steps`` optimiser steps. ``model(x_clean, x_view)`` returns the loss dict.
+
+    Returns global means over ranks and steps: ``loss, mse, uniformity, grad_norm``; ``lr`` (last step), ``steps``,
+    ``samples`` (sequences, all ranks), ``epoch_time_s``, ``samples_per_s`` (all ranks), ``step`` (global step
+    after the epoch). Raises :class:`NonFiniteLossError` naming epoch, step and value on a NaN/Inf loss.
+    """
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    step = start_step
+    sums = {"loss": 0.0, "mse": 0.0, "uniformity": 0.0, "grad_norm": 0.0}
+    samples, steps, lr = 0, 0, lr_schedule.lr(step)
+    t0 = time.perf_counter()
+    for batch in batches:
+        if steps >= max_steps:
+            break
+        x_clean, x_view = select_persons(batch, persons)
+        x_clean = x_clean.to(device, non_blocking=True)  # (N, T, V, C)
+        x_view = x_view.to(device, non_blocking=True)  # (N, T, V, C)
+        lr = lr_schedule.apply(optimizer, step)
+        with _autocast(device, amp_dtype):
+            out = model(x_clean, x_view)
+        loss = out["loss"].float()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"non-finite training loss {loss_value} at epoch {epoch + 1}, global step {step} "
+                f"(lr {lr:.3g}); stopping. Lower the lr, enable grad_clip, or check the data normalisation."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        # max_norm=inf computes the norm without changing the gradients.
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else float("inf"))
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        sums["loss"] += loss_value
+        sums["mse"] += float(out["mse"].detach())
+        sums["uniformity"] += float(out["uniformity"].detach())
+        sums["grad_norm"] += float(grad_norm)
+        samples += int(x_clean.shape[0])
+        steps += 1
+        step += 1
+    elapsed = time.perf_counter() - t0
+    reduced = _all_reduce_sum(
+        [sums["loss"], sums["mse"], sums["uniformity"], sums["grad_norm"], float(samples), float(steps), 1.0],
+        device,
+    )
+    loss_s, mse_s, unif_s, gn_s, total_samples, total_steps, world = reduced
+    if total_steps != steps * world:
+        raise RuntimeError(
+            f"epoch {epoch + 1}: ranks took different numbers of steps ({total_steps:g} in total over {world:g} "
+            f"ranks, {steps} here); the data shards are uneven"
+        )
+    denom = max(total_steps, 1.0)
+    return {
+        "loss": loss_s / denom,
+        "mse": mse_s / denom,
+        "uniformity": unif_s / denom,
+        "grad_norm": gn_s / denom,
+        "lr": lr,
+        "steps": steps,
+        "samples": int(total_samples),
+        "epoch_time_s": elapsed,
+        "samples_per_s": total_samples / elapsed if elapsed > 0 else 0.0,
+        "step": step,
+    }
+
+
+@torch.no_grad()
+def validate(
+    net: nn.Module,
+    schedule: Any,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    device: torch.device,
+    persons: str = "first",
+    max_batches: int = 8,
+    seed: int = 0,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> dict:
+    """Mean diffusion loss of ``net.forward_loss`` over at most ``max_batches`` batches, in eval mode.
+
+    Masking, timesteps and noise come from a fixed seed so numbers are comparable across epochs; the global RNG
+    state of the caller is restored. Returns ``val_loss, val_mse, val_batches`` (means over all ranks).
+    """
+    was_training = net.training
+    net.eval()
+    totals = [0.0, 0.0, 0.0]
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i, batch in enumerate(batches):
+            if i >= max_batches:
+                break
+            x_clean, x_view = select_persons(batch, persons)
+            with _autocast(device, amp_dtype):
+                out = net.forward_loss(x_clean.to(device), x_view.to(device), schedule)
+            totals[0] += float(out["loss"])
+            totals[1] += float(out["mse"])
+            totals[2] += 1.0
+    net.train(was_training)
+    loss_s, mse_s, n = _all_reduce_sum(totals, device)
+    return {"val_loss": loss_s / max(n, 1.0), "val_mse": mse_s / max(n, 1.0), "val_batches": int(n)}

@@ -1,0 +1,90 @@
+"""AdamW with MAE-style parameter groups and a per-step warmup + half-cosine learning-rate schedule.
+
+METHOD.md: AdamW betas (0.9, 0.95), weight decay 0.05, none on biases and norms; lr warms up linearly for
+``warmup_epochs`` then follows a half cosine down to ``min_lr`` at the end of the last epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# Parameter-name fragments that mark embeddings (positional, joint, time, mask tokens): no weight decay on them.
+_NO_DECAY_NAME_PARTS = ("pos_embed", "pos_emb", "temporal_embed", "joint_embed", "time_embed", "embedding",
+                        "mask_token", "cls_token", "_pos", "pos_")
+
+
+def _no_decay(name: str, param: torch.Tensor, module: nn.Module) -> bool:
+    """True for biases, norm weights, embedding tables and learnable positional embeddings."""
+    if param.ndim <= 1:  # biases, LayerNorm/BatchNorm weights, 1-d scalars
+        return True
+    if isinstance(module, (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
+        return True
+    leaf = name.rsplit(".", 1)[-1]
+    return any(part in leaf for part in _NO_DECAY_NAME_PARTS)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: ``decay`` (matrices of linear/conv layers) and ``no_decay`` (see :func:`_no_decay`).
+
+    Each group carries a ``name`` key so logs and tests can tell them apart.
+    """
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            (no_decay if _no_decay(full, p, module) else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`. ``lr`` is the peak (already batch-scaled) rate."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+
+
+class WarmupCosine:
+    """Per-step schedule: linear warmup 0 -> ``peak`` over ``warmup_steps``, then half cosine to ``floor``.
+
+    ``lr(step)`` for step in [0, total_steps]; after ``total_steps`` it stays at ``floor``.
+    """
+
+    def __init__(self, peak: float, floor: float, warmup_steps: int, total_steps: int):
+        if total_steps < 1:
+            raise ValueError(f"WarmupCosine: total_steps must be >= 1, got {total_steps}")
+        if not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"WarmupCosine: warmup_steps {warmup_steps} not in [0, total_steps={total_steps}]")
+        if floor > peak:
+            raise ValueError(f"WarmupCosine: floor {floor} above peak {peak}")
+        self.peak, self.floor = peak, floor
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps  # never exactly 0: step 0 already learns
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+        return self.floor + (self.peak - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set every group's lr for ``step``; returns it."""
+        lr = self.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+def grad_global_norm(parameters) -> float:
+    """L2 norm over all gradients (for logging when no clipping is configured)."""
+    norms = [p.grad.detach().norm(2) for p in parameters if p.grad is not None]
+    if not norms:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(norms), 2))

@@ -1,0 +1,355 @@
+"""MacDiff pretraining on Ray Train: the per-worker :func:`train_func` and the driver :func:`run_pretrain`.
+
+Worker side (``train_func(config)``, ``config`` = ``to_dict(PretrainConfig)``): rebuilds the config strictly, builds
+the model, restores ``ray.train.get_checkpoint()`` if there is one (resume, or restart after a worker failure),
+wraps it with ``ray.train.torch.prepare_model`` (DDP: gloo on CPU, NCCL on GPU), and runs :func:`train_epoch`
+over its ``get_dataset_shard("train")`` each epoch, reporting metrics every epoch and a checkpoint every
+``checkpoint_every`` epochs and after the last one (rank 0 only).
+
+Driver side (``run_pretrain(cfg)``): joins or starts Ray, checks a re-run against the run directory's
+``config.json`` and newest checkpoint, builds the ``TorchTrainer`` (:func:`build_trainer`) and writes
+``config.json`` / ``results.json``. Re-running the same command with the same RUN_DIR resumes: Ray Train V2
+restores a run with the same ``name`` ("checkpoints") and ``storage_path`` (RUN_DIR).
+
+Tune reuse: a Tune function trainable calls ``build_trainer(cfg, name=f"checkpoints-{trial_id}",
+callbacks=[TuneReportCallback()]).fit()`` (``ray.tune.integration.ray_train``); :func:`report_epoch` (the only place
+that calls ``ray.train.report``) then reaches Tune through that callback, with no change to ``train_func``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from macdiff_ray.config import ConfigError, from_dict, to_dict
+from macdiff_ray.train import checkpoint as ckpt_lib
+from macdiff_ray.train.config import RESUMABLE_CHANGES, PretrainConfig, resolve_model_config, steps_per_epoch
+from macdiff_ray.train.logging import RankZeroWriter, join, log, progress_line, read_json, write_json
+from macdiff_ray.train.loop import DiffusionLoss, train_epoch, validate
+from macdiff_ray.train.optim import WarmupCosine, build_optimizer
+
+RUN_NAME = "checkpoints"  # Ray Train run name: checkpoints land in RUN_DIR/checkpoints/<epoch_XXXXX>/
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data description shared by driver and workers
+# --------------------------------------------------------------------------------------------------------------
+def describe_data(cfg: PretrainConfig) -> dict:
+    """Manifest facts the run needs: ``dataset, benchmark, layout, stats, num_classes`` (the checkpoint's
+    ``data`` section) plus ``num_train`` and ``num_test``."""
+    from macdiff_ray.data.manifest import load_manifest
+
+    if not cfg.data_dir:
+        raise ConfigError("PretrainConfig.data_dir: empty; give a prepared dataset directory (--data)")
+    m = load_manifest(cfg.data_dir)
+    if cfg.benchmark not in m["split_counts"]:
+        raise ConfigError(
+            f"PretrainConfig.benchmark: {cfg.benchmark!r} is not served by {cfg.data_dir} "
+            f"(dataset {m['dataset']!r}); choose one of {sorted(m['split_counts'])}"
+        )
+    counts = m["split_counts"][cfg.benchmark]
+    return {
+        "dataset": m["dataset"],
+        "benchmark": cfg.benchmark,
+        "layout": m["layout"],
+        "stats": m["stats"][cfg.benchmark],
+        "num_classes": m["num_classes"],
+        "num_joints": m["num_joints"],
+        "num_train": int(counts["train"]),
+        "num_test": int(counts.get("test", 0)),
+    }
+
+
+def _checkpoint_data(info: dict) -> dict:
+    return {k: info[k] for k in ckpt_lib.DATA_KEYS}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------------------------------
+def report_epoch(metrics: dict, checkpoint_dir: Optional[str] = None, checkpoint_name: Optional[str] = None) -> None:
+    """The one reporting shim: ``ray.train.report`` (all ranks; only rank 0 passes a checkpoint directory).
+
+    Under Tune, metrics reach the trial through ``TuneReportCallback`` on the trainer (see module docstring).
+    """
+    import ray.train
+
+    checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name if checkpoint else None)
+
+
+def _maybe_fail(cfg: PretrainConfig, epoch_number: int, rank: int) -> None:
+    """TEST-ONLY fault hook: kill this worker process once (marker file guards against repeats)."""
+    if cfg.fail_at_epoch is None or cfg.fail_at_epoch != epoch_number or rank != cfg.fail_rank:
+        return
+    marker = Path(cfg.fail_once_marker)  # validated non-None with fail_at_epoch
+    if marker.exists():
+        return
+    import ray.train
+
+    # Let the controller commit the checkpoints already reported: a worker that dies within milliseconds of its
+    # last report can otherwise race the controller's poll and the restart would begin from scratch.
+    ray.train.get_all_reported_checkpoints(timeout_s=60)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"rank {rank} killed itself at the start of epoch {epoch_number} (test-only fault)\n")
+    os._exit(1)
+
+
+def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
+    if not cfg.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+
+
+def train_func(config: dict) -> dict:
+    """Ray Train worker loop. ``config`` is ``to_dict(PretrainConfig)``; rebuilt strictly (unknown keys raise).
+
+    Returns (rank 0's value becomes ``Result.return_value``) a summary with the per-epoch ``history``.
+    """
+    import ray.train
+    import ray.train.torch as rtt
+
+    from macdiff_ray.data.pipeline import iter_torch
+    from macdiff_ray.diffusion import make_schedule
+    from macdiff_ray.model import MacDiff
+
+    cfg = from_dict(PretrainConfig, config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if cfg.batch_size % world:
+        raise ConfigError(f"PretrainConfig.batch_size: {cfg.batch_size} not divisible by {world} workers")
+    per_worker_batch = cfg.batch_size // world
+    device = rtt.get_device()
+    info = describe_data(cfg)
+    model_cfg = resolve_model_config(cfg, info["num_joints"])
+    steps = steps_per_epoch(cfg, info["num_train"])
+    total_steps = steps * cfg.epochs
+    warmup_steps = min(total_steps, int(round(cfg.warmup_epochs * steps)))
+    lr_schedule = WarmupCosine(cfg.effective_lr, cfg.min_lr, warmup_steps, total_steps)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    net = MacDiff(model_cfg)
+    start_epoch, step, resumed_from = 0, 0, None
+    state = None
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            state = ckpt_lib.load_checkpoint(d)
+        ckpt_lib.check_compatible(state, model_cfg, info["layout"], dataset=info["dataset"], benchmark=cfg.benchmark)
+        net.load_state_dict(state["model"])  # strict: a partial load is an error
+        start_epoch, step, resumed_from = int(state["epoch"]), int(state["step"]), int(state["epoch"])
+
+    wrapper = DiffusionLoss(net, make_schedule(cfg.diffusion)).to_device(device)
+    model = rtt.prepare_model(wrapper)  # moves to device; DDP when world > 1 (gloo on CPU, NCCL on GPU)
+    optimizer = build_optimizer(net, cfg.effective_lr, cfg.weight_decay, cfg.betas)
+    amp_dtype = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        state = None  # free the CPU copy
+
+    writer = RankZeroWriter(cfg.output, rank, purge_step=step if resumed_from is not None else None)
+    if rank == 0:
+        log.warning(
+            "pretrain: %s/%s, %d train samples, %d worker(s) on %s, global batch %d (%d per worker), "
+            "%d steps/epoch, %d epochs (%d steps), peak lr %.3g (%s scaling), warmup %d steps%s",
+            info["dataset"], cfg.benchmark, info["num_train"], world, device.type, cfg.batch_size,
+            per_worker_batch, steps, cfg.epochs, total_steps, cfg.effective_lr, cfg.lr_scaling, warmup_steps,
+            f", resuming after epoch {resumed_from} (step {step})" if resumed_from is not None else "",
+        )
+    shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if cfg.validate_every else None
+    history = []
+    metrics: dict = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        _maybe_fail(cfg, epoch + 1, rank)
+        torch.manual_seed(cfg.seed + 10007 * (epoch + 1) + rank)  # masking/t/noise; reproducible on resume
+        batches = iter_torch(shard, per_worker_batch, shuffle=True, drop_last=True, seed=cfg.seed + epoch)
+        metrics = train_epoch(
+            model, optimizer, batches, lr_schedule=lr_schedule, start_step=step, max_steps=steps, epoch=epoch,
+            device=device, persons=cfg.persons, amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
+        )
+        step = metrics["step"]
+        if metrics["steps"] < steps:
+            raise RuntimeError(
+                f"epoch {epoch + 1}: the data shard ran out after {metrics['steps']} of {steps} steps "
+                f"({info['num_train']} samples, global batch {cfg.batch_size})"
+            )
+        if val_shard is not None and (epoch + 1) % cfg.validate_every == 0:
+            metrics.update(validate(
+                net, wrapper.schedule, iter_torch(val_shard, per_worker_batch, shuffle=False, drop_last=False),
+                device=device, persons=cfg.persons, max_batches=cfg.val_max_batches, seed=cfg.seed,
+                amp_dtype=amp_dtype,
+            ))
+        metrics.update(epoch=epoch + 1, steps_per_epoch=steps, world_size=world,
+                       resumed_from_epoch=-1 if resumed_from is None else resumed_from)
+        history.append({k: metrics[k] for k in ("epoch", "loss", "mse", "uniformity", "lr", "grad_norm",
+                                                 "samples_per_s", "epoch_time_s") if k in metrics})
+        writer.scalars({f"train/{k}": metrics[k] for k in ("loss", "mse", "uniformity", "lr", "grad_norm",
+                                                           "samples_per_s", "epoch_time_s")}, step)
+        if "val_loss" in metrics:
+            writer.scalars({"val/loss": metrics["val_loss"], "val/mse": metrics["val_mse"]}, step)
+        if rank == 0:
+            log.warning("%s", progress_line(epoch, cfg.epochs, metrics))
+        last = epoch + 1 == cfg.epochs
+        if last or (epoch + 1) % cfg.checkpoint_every == 0:
+            writer.flush_to_output()
+            name = f"epoch_{epoch + 1:05d}"
+            if rank == 0:
+                state_dict = ckpt_lib.build_state(
+                    net, optimizer, scaler, epoch=epoch + 1, step=step, config=cfg, model_config=model_cfg,
+                    data=_checkpoint_data(info),
+                )
+                with tempfile.TemporaryDirectory(prefix="macdiff_ckpt_") as tmp:
+                    ckpt_lib.save_checkpoint(state_dict, tmp)
+                    report_epoch(metrics, tmp, name)
+            else:
+                report_epoch(metrics)
+        else:
+            report_epoch(metrics)
+    writer.close()
+    return {
+        "history": history,
+        "start_epoch": start_epoch,
+        "final_metrics": metrics,
+        "steps_per_epoch": steps,
+        "per_worker_batch": per_worker_batch,
+        "world_size": world,
+        "device": device.type,
+        "amp_dtype": str(amp_dtype) if amp_dtype is not None else None,
+        "model_config": to_dict(model_cfg),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Driver side
+# --------------------------------------------------------------------------------------------------------------
+def check_resume(cfg: PretrainConfig, info: dict, model_cfg: Any) -> Optional[dict]:
+    """Refuse a re-run into an existing RUN_DIR whose config or newest checkpoint does not fit.
+
+    Returns the saved config dict (None for a fresh run dir). Only keys in ``RESUMABLE_CHANGES`` may differ.
+    """
+    saved = read_json(join(cfg.output, "config.json"))
+    if saved is not None:
+        new = to_dict(cfg)
+        changed = sorted(k for k in set(saved) | set(new)
+                         if k not in RESUMABLE_CHANGES and saved.get(k, "<absent>") != new.get(k, "<absent>"))
+        if changed:
+            detail = "; ".join(f"{k}: saved {saved.get(k, '<absent>')!r} vs now {new.get(k, '<absent>')!r}"
+                               for k in changed)
+            raise ConfigError(
+                f"{join(cfg.output, 'config.json')}: this run directory was started with another config and "
+                f"cannot be resumed with this one ({detail}). Use a new --output, or the same settings."
+            )
+    if not cfg.is_uri:
+        latest = ckpt_lib.find_latest_checkpoint(cfg.output)
+        if latest is not None:
+            state = ckpt_lib.load_checkpoint(latest)
+            ckpt_lib.check_compatible(state, model_cfg, info["layout"], dataset=info["dataset"],
+                                      benchmark=cfg.benchmark)
+    return saved
+
+
+def _storage_path(output: str) -> str:
+    return output if "://" in output else str(Path(output).resolve())
+
+
+def build_datasets(cfg: PretrainConfig) -> dict:
+    """``{"train": ...}`` (+ ``"val"`` from the test split when ``validate_every`` > 0) Ray Datasets."""
+    from macdiff_ray.data.pipeline import make_dataset
+
+    datasets = {"train": make_dataset(cfg.data_dir, cfg.benchmark, "train", train=True, num_frames=cfg.num_frames,
+                                      seed=cfg.seed, persons=cfg.persons)}
+    if cfg.validate_every:
+        datasets["val"] = make_dataset(cfg.data_dir, cfg.benchmark, "test", train=False,
+                                       num_frames=cfg.num_frames, seed=cfg.seed, persons=cfg.persons)
+    return datasets
+
+
+def build_trainer(
+    cfg: PretrainConfig,
+    *,
+    use_gpu: bool,
+    name: str = RUN_NAME,
+    callbacks: Optional[Sequence[Any]] = None,
+    datasets: Optional[dict] = None,
+):
+    """The ``TorchTrainer`` for ``cfg`` (Ray must be initialised). Tune passes a trial-specific ``name`` and
+    ``TuneReportCallback``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    resources = {"CPU": cfg.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_func,
+        train_loop_config=to_dict(cfg),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=_storage_path(cfg.output),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks) if callbacks else None,
+        ),
+        datasets=datasets if datasets is not None else build_datasets(cfg),
+    )
+
+
+def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
+    """Run (or resume) one pretraining run end to end; returns the ``results.json`` dict."""
+    from macdiff_ray.train.runtime import init_ray, resolve_use_gpu
+
+    if not cfg.output:
+        raise ConfigError("PretrainConfig.output: empty; give a run directory or URI (--output)")
+    t0 = time.perf_counter()
+    info = describe_data(cfg)
+    model_cfg = resolve_model_config(cfg, info["num_joints"])
+    steps_per_epoch(cfg, info["num_train"])  # fails early if the batch exceeds the split
+    saved = check_resume(cfg, info, model_cfg)
+    init_ray(quiet=quiet)
+    use_gpu = resolve_use_gpu(cfg.use_gpu, cfg.num_workers)
+    version = ckpt_lib.code_version()
+    write_json(join(cfg.output, "config.json"), to_dict(cfg))
+    trainer = build_trainer(cfg, use_gpu=use_gpu)
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    summary = result.return_value or {}
+    history = summary.get("history", [])
+    final = summary.get("final_metrics", {})
+    throughput = [h["samples_per_s"] for h in history]
+    results = {
+        "config": to_dict(cfg),
+        "model_config": to_dict(model_cfg),
+        "data": {k: info[k] for k in ("dataset", "benchmark", "num_classes", "num_train")},
+        "code_version": version,
+        "wall_time_s": time.perf_counter() - t0,
+        "final_loss": final.get("loss"),
+        "final_epoch": final.get("epoch"),
+        "samples_per_s_last_epoch": throughput[-1] if throughput else None,
+        # epoch 1 of an attempt includes worker warm-up; the steady figure skips it when there is more than one
+        "samples_per_s_mean": (sum(throughput[1:]) / len(throughput[1:]) if len(throughput) > 1
+                               else (throughput[0] if throughput else None)),
+        "steps_per_epoch": summary.get("steps_per_epoch"),
+        "per_worker_batch": summary.get("per_worker_batch"),
+        "effective_lr": cfg.effective_lr,
+        "num_workers": cfg.num_workers,
+        "use_gpu": use_gpu,
+        "device": summary.get("device"),
+        "start_epoch": summary.get("start_epoch"),
+        "resumed": saved is not None and (summary.get("start_epoch") or 0) > 0,
+        "checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
+        "history": history,
+    }
+    write_json(join(cfg.output, "results.json"), results)
+    return results

@@ -1,0 +1,207 @@
+"""prepare_dataset: real conversions, shard schema, statistics, determinism, atomicity, error handling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import shared_dataset
+from macdiff_ray.data import prepare as prepare_mod
+from macdiff_ray.data.manifest import ManifestError, list_shards, load_manifest
+from macdiff_ray.data.prepare import prepare_dataset
+from macdiff_ray.data.samples import DataFormatError
+from macdiff_ray.data.shards import table_x
+
+COLUMNS = ["sample_id", "x", "length", "num_persons", "label", "subject", "view", "setup", "replication", "split"]
+
+
+def _all_rows(d) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in list_shards(d)])
+
+
+def test_ucla_prepared_counts_schema_and_padding(ucla_prepared):
+    m = load_manifest(ucla_prepared, verify_checksums=True)
+    assert (m["dataset"], m["num_samples"], m["num_classes"], m["num_joints"]) == ("ucla", 1484, 10, 20)
+    assert m["split_counts"] == {"ucla-xview": {"train": 1020, "test": 464}}
+    assert m["layout"]["name"] == "kinect_v1_20" and m["max_frames"] == 201 and m["skipped"] == []
+    t = _all_rows(ucla_prepared)
+    assert t.column_names == COLUMNS
+    assert t.schema.field("x").type.shape == [1, 201, 20, 3]
+    ids = t.column("sample_id").to_pylist()
+    assert ids == sorted(ids) and len(set(ids)) == 1484
+    x = table_x(t)  # (N, 1, 201, 20, 3)
+    lengths = t.column("length").to_numpy()
+    assert lengths.min() == 1 and np.isfinite(x).all()
+    frame_used = np.any(x[:, 0] != 0, axis=(2, 3))  # (N, T)
+    assert (frame_used.sum(1) == lengths).all()  # PROVENANCE: no all-zero frames, so padding = zeros past length
+    assert np.bincount(t.column("label").to_numpy()).tolist() == [150, 152, 141, 173, 148, 149, 142, 142, 145, 142]
+
+
+def test_stats_equal_direct_computation_on_train_split(ucla_prepared):
+    m = load_manifest(ucla_prepared)
+    t = _all_rows(ucla_prepared)
+    x, lengths = table_x(t)[:, 0], t.column("length").to_numpy()
+    train = np.isin(t.column("view").to_numpy(), [1, 2])
+    pts = np.concatenate([x[i, : lengths[i]].reshape(-1, 3) for i in np.flatnonzero(train)]).astype(np.float64)
+    np.testing.assert_allclose(m["stats"]["ucla-xview"]["mean"], pts.mean(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(m["stats"]["ucla-xview"]["std"], pts.std(0), rtol=1e-9)
+
+
+def test_msr_counts_match_provenance(tmp_path):
+    root = shared_dataset("msr_action3d")
+    m = prepare_dataset("msr", root, tmp_path / "msr", progress=False)
+    clean = (root / "files_used_in_cvpr12_paper.txt").read_text().split()
+    odd = sum(int(n[5:7]) % 2 == 1 for n in clean)
+    assert m["num_samples"] == 557 and len(m["skipped"]) == 10
+    assert m["split_counts"]["msr-xsub"] == {"train": odd, "test": 557 - odd}
+    assert all("not in files_used_in_cvpr12_paper.txt" in s["reason"] for s in m["skipped"])
+    assert m["num_classes"] == 20 and m["layout"]["name"] == "msr20"
+
+
+def test_conversion_is_byte_deterministic(tmp_path):
+    root = shared_dataset("msr_action3d")
+    a = prepare_dataset("msr", root, tmp_path / "a", progress=False, shard_rows=200)
+    b = prepare_dataset("msr", root, tmp_path / "b", progress=False, shard_rows=200)
+    assert len(a["shards"]) == 3 and a["shards"] == b["shards"]
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    for s in a["shards"]:
+        assert (tmp_path / "a" / s["path"]).read_bytes() == (tmp_path / "b" / s["path"]).read_bytes()
+
+
+def _ucla_subset(tmp_path, n=6):
+    src = shared_dataset("nw_ucla") / "all_sqe"
+    d = tmp_path / "in"
+    d.mkdir()
+    for f in sorted(src.glob("*.json"))[:n]:
+        shutil.copy(f, d / f.name)
+    return d
+
+
+def test_failure_midway_leaves_nothing_complete(tmp_path):
+    d = _ucla_subset(tmp_path)
+    bad = sorted(d.glob("*.json"))[3]
+    bad.write_text(bad.read_text()[:100])
+    out = tmp_path / "out"
+    with pytest.raises(DataFormatError, match=bad.name):
+        prepare_dataset("ucla", d, out, progress=False, shard_rows=2)
+    assert not out.exists() and list(tmp_path.glob("out*")) == []
+
+
+def test_crash_while_writing_shards_leaves_nothing(tmp_path, monkeypatch):
+    d = _ucla_subset(tmp_path)
+    calls = []
+
+    def boom(table, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        pq.write_table(table, str(path))
+
+    monkeypatch.setattr(prepare_mod, "write_shard", boom)
+    with pytest.raises(OSError, match="simulated"):
+        prepare_dataset("ucla", d, tmp_path / "out", progress=False, shard_rows=2)
+    assert len(calls) == 2 and list(tmp_path.glob("out*")) == []
+
+
+def test_on_error_skip_records_reasons_and_nan_never_stored(tmp_path):
+    d = _ucla_subset(tmp_path, n=8)
+    files = sorted(d.glob("*.json"))
+    files[1].write_text(files[1].read_text()[:50])  # truncated
+    o = json.loads(files[2].read_text())
+    o["skeletons"][0][0][0] = float("nan")
+    files[2].write_text(json.dumps(o))
+    o = json.loads(files[3].read_text())
+    o["label"] = 42
+    files[3].write_text(json.dumps(o))
+    (d / "notes.json").write_text("{}")  # not an aAA_sSS_eEE_vVV name
+    m = prepare_dataset("ucla", d, tmp_path / "out", on_error="skip", progress=False)
+    assert m["num_samples"] == 5
+    reasons = {s["input"]: s["reason"] for s in m["skipped"]}
+    assert "malformed JSON" in reasons[files[1].name]
+    assert "non-finite" in reasons[f"{files[2].name}#{files[2].stem}"]
+    assert "label 41 out of range" in reasons[f"{files[3].name}#{files[3].stem}"]
+    assert "aAA_sSS_eEE_vVV" in reasons["notes.json"]
+    assert np.isfinite(table_x(_all_rows(tmp_path / "out"))).all()
+    files[1].unlink()
+    (d / "notes.json").unlink()
+    with pytest.raises(DataFormatError, match=rf"{files[2].name}: sample '{files[2].stem}': non-finite"):
+        prepare_dataset("ucla", d, tmp_path / "out2", progress=False)  # on_error="raise" stops at the NaN
+    assert not (tmp_path / "out2").exists()
+
+
+def test_overwrite_and_existing_folders(tmp_path):
+    d = _ucla_subset(tmp_path, n=3)
+    out = tmp_path / "out"
+    prepare_dataset("ucla", d, out, progress=False)
+    with pytest.raises(FileExistsError, match="already exists"):
+        prepare_dataset("ucla", d, out, progress=False)
+    (d / sorted(p.name for p in d.iterdir())[0]).unlink()
+    m = prepare_dataset("ucla", d, out, progress=False, overwrite=True)
+    assert m["num_samples"] == 2 and load_manifest(out)["num_samples"] == 2
+    assert not list(tmp_path.glob("out.*"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="not empty"):
+        prepare_dataset("ucla", d, other, progress=False)
+
+
+def test_option_and_argument_errors(tmp_path):
+    d = _ucla_subset(tmp_path, n=2)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['missing_lst'\]"):
+        prepare_dataset("ucla", d, tmp_path / "o", missing_lst="x")
+    with pytest.raises(ValueError, match="takes no units option"):
+        prepare_dataset("ucla", d, tmp_path / "o", units="cm")
+    with pytest.raises(ValueError, match="on_error"):
+        prepare_dataset("ucla", d, tmp_path / "o", on_error="ignore")
+    (tmp_path / "empty_in").mkdir()
+    with pytest.raises(DataFormatError, match="no NW-UCLA"):
+        prepare_dataset("ucla", tmp_path / "empty_in", tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_manifest_checks(tmp_path):
+    d = _ucla_subset(tmp_path, n=3)
+    out = tmp_path / "out"
+    m = prepare_dataset("ucla", d, out, progress=False)
+    shard = out / m["shards"][0]["path"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    load_manifest(out)  # presence only
+    with pytest.raises(ManifestError, match="sha256"):
+        load_manifest(out, verify_checksums=True)
+    shard.unlink()
+    with pytest.raises(ManifestError, match="does not exist"):
+        load_manifest(out)
+    mj = json.loads((out / "manifest.json").read_text())
+    mj["schema_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(mj))
+    with pytest.raises(ManifestError, match="schema_version 99"):
+        load_manifest(out)
+    with pytest.raises(ManifestError, match="not a prepared dataset"):
+        load_manifest(tmp_path)
+
+
+def test_arrays_units_end_to_end(tmp_path):
+    x = np.zeros((4, 12, 25, 3), np.float32)
+    x[:, :10] = np.arange(25 * 3, dtype=np.float32).reshape(25, 3) * 10.0  # cm
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 0, 1]), split=np.array(["train", "train", "test", "test"]))
+    m = prepare_dataset("arrays", tmp_path / "d.npz", tmp_path / "out", units="cm", progress=False)
+    assert m["dataset"] == "custom" and m["split_counts"] == {"custom": {"train": 2, "test": 2}}
+    t = _all_rows(tmp_path / "out")
+    assert t.column("length").to_pylist() == [10] * 4
+    np.testing.assert_allclose(table_x(t)[0, 0, 0, 2], [0.6, 0.7, 0.8], rtol=1e-6)  # joint 2 = (6, 7, 8) x 10 cm
+    np.testing.assert_allclose(m["stats"]["custom"]["mean"], x[0, 0].reshape(-1, 3).mean(0) / 100, rtol=1e-6)
+
+
+def test_synthetic_fixture(synthetic_prepared):
+    m = load_manifest(synthetic_prepared)
+    assert m["dataset"] == "synthetic" and m["num_samples"] == 240 and m["num_classes"] == 6
+    assert m["split_counts"]["synthetic"] == {"train": 120, "test": 120}
+    assert m["layout"]["name"] == "ntu25" and 40 <= m["max_frames"] <= 120
