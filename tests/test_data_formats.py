@@ -85,10 +85,13 @@ def test_registry_lists_every_format_and_rejects_unknown():
 def test_ucla_reads_real_files_including_single_frame():
     src = shared_dataset("nw_ucla") / "all_sqe"
     fmt = get_format("ucla")
-    (s,) = fmt.read(src / "a01_s01_e00_v01.json", {})
+    (s,) = fmt.read(src / "a01_s01_e00_v01.json", {"center": False})
     assert s.x.shape[0] == 1 and s.x.shape[2:] == (20, 3) and s.x.dtype == np.float32
     assert (s.label, s.subject, s.replication, s.view) == (0, 1, 0, 1)
     np.testing.assert_allclose(s.x[0, 0, 0], [-0.619699, 0.328046, 3.18186], rtol=1e-6)  # PROVENANCE excerpt
+    (c,) = fmt.read(src / "a01_s01_e00_v01.json", {})  # default: centred on the spine joint of frame 0
+    np.testing.assert_allclose(c.x[0, 0, 1], 0.0, atol=1e-7)
+    np.testing.assert_allclose(c.x - s.x, np.broadcast_to(-s.x[0, 0, 1], s.x.shape), atol=1e-6)
     (one,) = fmt.read(src / "a02_s09_e04_v02.json", {})
     assert one.x.shape[1] == 1 and one.label == 1
     (last,) = fmt.read(src / "a12_s01_e00_v02.json", {})
@@ -149,7 +152,7 @@ def test_empty_input_folder_raises(tmp_path):
 def test_msr_reader_drops_zero_frames_and_confidence():
     root = shared_dataset("msr_action3d")
     fmt = get_format("msr")
-    (s,) = fmt.read(root / "skeletons" / "a01_s01_e01_skeleton3D.txt", {})
+    (s,) = fmt.read(root / "skeletons" / "a01_s01_e01_skeleton3D.txt", {"center": False})
     np.testing.assert_allclose(s.x[0, 0, 0], [-0.371736, 0.371031, 2.674849], rtol=1e-6)
     assert (s.label, s.subject, s.replication) == (0, 1, 1)
     (bad,) = fmt.read(root / "skeletons" / "a07_s04_e01_skeleton3D.txt", {})

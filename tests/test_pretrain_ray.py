@@ -72,13 +72,16 @@ def test_rerun_resumes_at_right_epoch_with_same_config(first_run):
     more = replace(cfg, epochs=6)
     res = run_pretrain(more, quiet=True)
     assert res["start_epoch"] == 4 and res["resumed"] is True
-    assert [h["epoch"] for h in res["history"]] == [5, 6]
+    # results.json keeps the first attempt's epochs and appends the resumed ones
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4, 5, 6]
+    assert res["history"][:4] == first["history"]
     ck = load_checkpoint(cfg.output)
     assert ck["epoch"] == 6 and ck["step"] == 6 * STEPS
     assert {k: v for k, v in ck["config"].items() if k != "epochs"} == {
         k: v for k, v in to_dict(cfg).items() if k != "epochs"}
     # the lr schedule continued from the saved step instead of restarting its warmup
-    assert res["history"][0]["lr"] < first["history"][0]["lr"]
+    # (a restarted schedule would end epoch 5 at the warmup peak, as epoch 1 did)
+    assert res["history"][4]["lr"] < first["history"][0]["lr"] == pytest.approx(cfg.effective_lr)
     # only the newest `keep_checkpoints` remain (Ray CheckpointConfig.num_to_keep)
     kept = sorted(p.name for p in (find_latest_checkpoint(cfg.output).parent).iterdir()
                   if (p / "checkpoint.pt").is_file())
@@ -110,12 +113,12 @@ def test_changed_model_config_or_mismatched_checkpoint_refused(first_run, tmp_pa
 
 def test_killed_worker_is_restarted_from_checkpoint(ray_session, ucla_prepared, tmp_path):
     marker = tmp_path / "fault.marker"
-    cfg = _cfg(ucla_prepared, tmp_path / "run", epochs=3, max_steps_per_epoch=4, checkpoint_every=1,
+    cfg = _cfg(ucla_prepared, tmp_path / "run", epochs=2, max_steps_per_epoch=4, checkpoint_every=1,
                fail_at_epoch=2, fail_rank=1, fail_once_marker=str(marker), max_failures=1)
     res = run_pretrain(cfg, quiet=True)
     assert marker.is_file()  # the fault really fired (rank 1 os._exit at the start of epoch 2)
-    assert res["final_epoch"] == 3
+    assert res["final_epoch"] == 2
     assert res["start_epoch"] == 1  # the finishing attempt restored the epoch-1 checkpoint
-    assert [h["epoch"] for h in res["history"]] == [2, 3]
+    assert [h["epoch"] for h in res["history"]] == [2]
     ck = load_checkpoint(cfg.output)
-    assert ck["epoch"] == 3 and ck["step"] == 3 * 4
+    assert ck["epoch"] == 2 and ck["step"] == 2 * 4

@@ -135,7 +135,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # About a quarter of the paper's compute: a middle ground for single-machine experiments.
     "small": dict(width=128, enc_depth=6, enc_heads=4, dec_width=128, dec_depth=3, dec_heads=4),
     # Pretrains usefully in minutes on 2 CPU cores (see benchmarks/model_step.py for the measured step time).
-    "tiny": dict(width=64, enc_depth=3, enc_heads=4, dec_width=64, dec_depth=2, dec_heads=4, time_embed_dim=32),
+    "tiny": dict(width=64, enc_depth=3, enc_heads=2, dec_width=64, dec_depth=2, dec_heads=2, time_embed_dim=32),
 }
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 

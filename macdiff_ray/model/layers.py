@@ -185,12 +185,13 @@ class DecoderBlock(nn.Module):
 
     def modulation(
         self, temb: torch.Tensor, z: Optional[torch.Tensor], z_index: Optional[torch.Tensor]
-    ) -> torch.Tensor:
-        """Folded (scale1, shift1, scale2, shift2) of both AdaLNs, concatenated: (N, L, 4D) or (N, 1, 4D).
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Folded (scale1, shift1, scale2, shift2) of both AdaLNs, each (N, L, D) or broadcastable (N, 1, D).
 
         temb: (N, Dt) SiLU of the timestep embedding; z: None (dropped), dense (N, L, Dz), or compact (N, S, Dz)
-        with ``z_index`` (N, L) naming the row of z for each token. With the compact form the linear map runs on
-        the S distinct rows only (S = K + 1 in pretraining: K visible tokens + the shared global mean).
+        with ``z_index`` (N, L) naming the row of z for each token. With the compact form the linear map and the
+        folding run on the S distinct rows only (S = K + 1 in pretraining: K visible tokens + the shared global
+        mean); each of the four results is then gathered on its own (no concatenation to copy in the backward).
         """
         n, d = temb.shape[0], self.dim
         ts1, tb1, ts2, tb2 = self.t_mod(temb)[:, None, :].chunk(4, dim=-1)  # 4 x (N, 1, D)
@@ -200,14 +201,12 @@ class DecoderBlock(nn.Module):
             zm = self.z_mod(z)  # (N, S, 4D)
         zs1, zb1, zs2, zb2 = zm.chunk(4, dim=-1)  # 4 x (N, S, D)
         zs1, zs2 = zs1 + 1, zs2 + 1
-        mod = torch.cat(
-            [zs1 * (ts1 + 1), torch.addcmul(zb1, zs1, tb1), zs2 * (ts2 + 1), torch.addcmul(zb2, zs2, tb2)], dim=-1
-        )  # (N, S, 4D)
-        if z is not None and z_index is not None:
-            s = mod.shape[1]
-            flat = (z_index + torch.arange(n, device=z_index.device)[:, None] * s).reshape(-1)  # (N*L,)
-            mod = mod.reshape(n * s, 4 * d).index_select(0, flat).reshape(n, -1, 4 * d)  # (N, L, 4D)
-        return mod
+        mods = (zs1 * (ts1 + 1), torch.addcmul(zb1, zs1, tb1), zs2 * (ts2 + 1), torch.addcmul(zb2, zs2, tb2))
+        if z is None or z_index is None:
+            return mods  # 4 x (N, S|1, D)
+        s = zm.shape[1]
+        flat = (z_index + torch.arange(n, device=z_index.device)[:, None] * s).reshape(-1)  # (N*L,)
+        return tuple(m.reshape(n * s, d).index_select(0, flat).reshape(n, -1, d) for m in mods)  # 4 x (N, L, D)
 
     def forward(
         self,
@@ -216,7 +215,7 @@ class DecoderBlock(nn.Module):
         z: Optional[torch.Tensor] = None,
         z_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        scale1, shift1, scale2, shift2 = self.modulation(temb, z, z_index).chunk(4, dim=-1)  # 4 x (N, L|1, D)
+        scale1, shift1, scale2, shift2 = self.modulation(temb, z, z_index)  # 4 x (N, L|1, D)
         h = h + self.attn(modulate(h, scale1, shift1))  # (N, L, D)
         return h + self.mlp(modulate(h, scale2, shift2))  # (N, L, D)
 

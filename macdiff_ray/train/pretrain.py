@@ -328,6 +328,10 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     history = summary.get("history", [])
     final = summary.get("final_metrics", {})
     throughput = [h["samples_per_s"] for h in history]
+    previous = read_json(join(cfg.output, "results.json")) if saved is not None else None
+    start = summary.get("start_epoch") or 0
+    if previous and start > 0:  # keep the earlier attempts' epochs so results.json covers the whole run
+        history = [h for h in previous.get("history", []) if h.get("epoch", 0) <= start] + history
     results = {
         "config": to_dict(cfg),
         "model_config": to_dict(model_cfg),

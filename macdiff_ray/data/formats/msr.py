@@ -17,7 +17,7 @@ import numpy as np
 
 from macdiff_ray.data.formats import FormatSpec, files_matching
 from macdiff_ray.data.layouts import MSR20
-from macdiff_ray.data.samples import DataFormatError, RawSample
+from macdiff_ray.data.samples import DataFormatError, RawSample, center_on_joint, center_option
 
 NAME_RE = re.compile(r"^a(\d{2})_s(\d{2})_e(\d{2})_skeleton3D$")
 CLEAN_LIST = "files_used_in_cvpr12_paper.txt"
@@ -84,7 +84,10 @@ def read(path: Path, options: dict) -> list[RawSample]:
     if x.shape[0] and not tracked.any():
         raise DataFormatError(path, "", f"all {x.shape[0]} frames are zero (no tracked frame)")
     x = x[tracked]  # (T_tracked, V, C)
-    return [RawSample(path.stem[: -len("_skeleton3D")], x[None], action - 1, subject=subject, replication=rep)]
+    x = x[None]  # (1, T, V, C)
+    if center_option(options):
+        x = center_on_joint(x, MSR20.center_joint)
+    return [RawSample(path.stem[: -len("_skeleton3D")], x, action - 1, subject=subject, replication=rep)]
 
 
 MSR_FORMAT = FormatSpec(
@@ -95,6 +98,6 @@ MSR_FORMAT = FormatSpec(
     layout=MSR20,
     num_classes=20,
     max_persons=1,
-    option_names=frozenset({"subset"}),
+    option_names=frozenset({"subset", "center"}),
     class_names=CLASS_NAMES,
 )

@@ -15,7 +15,7 @@ import numpy as np
 
 from macdiff_ray.data.formats import FormatSpec, files_matching
 from macdiff_ray.data.layouts import KINECT_V1_20
-from macdiff_ray.data.samples import DataFormatError, RawSample
+from macdiff_ray.data.samples import DataFormatError, RawSample, center_on_joint, center_option
 
 NAME_RE = re.compile(r"^a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})$")
 # action id in the file name -> 1-based label (ids 07 and 10 do not exist)
@@ -66,7 +66,10 @@ def read(path: Path, options: dict) -> list[RawSample]:
         x = np.zeros((0, KINECT_V1_20.num_joints, 3), np.float32)  # empty: validate_sample reports T = 0
     if x.ndim != 3:
         raise DataFormatError(path, "field skeletons", f"expected T x joints x 3, got shape {x.shape}")
-    return [RawSample(path.stem, x[None], label - 1, subject=subject, view=view, replication=rep)]
+    x = x[None]  # (1, T, V, C)
+    if center_option(options) and x.shape[1]:
+        x = center_on_joint(x, KINECT_V1_20.center_joint)
+    return [RawSample(path.stem, x, label - 1, subject=subject, view=view, replication=rep)]
 
 
 UCLA_FORMAT = FormatSpec(
@@ -77,6 +80,6 @@ UCLA_FORMAT = FormatSpec(
     layout=KINECT_V1_20,
     num_classes=10,
     max_persons=1,
-    option_names=frozenset(),
+    option_names=frozenset({"center"}),
     class_names=CLASS_NAMES,
 )

@@ -1,0 +1,510 @@
+"""Diffusion augmentation served by a pool of Ray actors, overlapped with fine-tuning (tracker issue 6).
+
+Pieces:
+
+* :func:`load_sources`: the labelled subset of a benchmark's training split, passed ONCE through the evaluation
+  transform (centre crop 0.95, resize to the checkpoint's T0, normalisation with the dataset's stats).
+* :class:`AugmentWorker` (run as a Ray actor): holds the frozen pretrained MacDiff (encoder + decoder, eval mode)
+  and augments chunks of source rows with :func:`macdiff_ray.augment.core.augment_batch`.
+* :class:`AugmentPool`: K actors; each asks for ``cpu_per_actor`` logical CPUs (fractional by default, RAY-NOTES
+  hang 1: whole CPUs per actor starve the trainer's data tasks on a 2-CPU box) and, where the cluster has GPUs,
+  ``gpu_per_actor`` of a GPU. A chunk whose actor died (``RayActorError``) is resubmitted to a fresh actor that
+  replaces it, so no epoch loses samples; a chunk's noise is seeded by ``(seed, epoch, chunk)``, so the re-run
+  gives the same samples it would have.
+* :class:`DiffusionAugmenter` (from :func:`build_augmenter`): the fine-tuning loop's interface. ``prefetch(e)``
+  submits epoch e's chunks and returns at once; ``collect(e)`` blocks until they are all back and returns
+  ``{x (N_aug, M, T0, V, C) float32, person_valid (N_aug, M) bool, label (N_aug,) int64}`` (torch, CPU,
+  normalised like the trainer's batches). The loop calls ``prefetch(0)``, then per epoch ``prefetch(e + 1)``
+  and ``collect(e)``: epoch e+1 is generated while epoch e trains. Time blocked in ``collect`` is summed in
+  ``wait_seconds`` (per epoch in ``wait_log``).
+
+Which sources make an epoch: :func:`macdiff_ray.augment.core.plan_sources` (each source ``floor(ratio)`` times,
+plus a seeded without-replacement draw for the fractional part, fresh per epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from macdiff_ray.augment.core import augment_batch, epoch_chunk_seed, num_augmented, plan_sources
+from macdiff_ray.config import ConfigError, from_dict
+
+__all__ = [
+    "Sources", "load_sources", "model_bundle", "AugmentWorker", "AugmentPool", "DiffusionAugmenter",
+    "build_augmenter", "auto_gpu_per_actor",
+]
+
+log = logging.getLogger(__name__)
+
+# Default GPU share of one actor where GPUs exist: inference of the frozen model is light, and four actors fit
+# on one GPU beside a trainer that asks for a fraction too. Pass gpu_per_actor to change it.
+DEFAULT_GPU_SHARE = 0.25
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Source samples
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Sources:
+    """The labelled source samples, evaluation-transformed once.
+
+    x: float32 (N, M, T0, V, C) normalised; person_valid: bool (N, M); label: int64 (N,);
+    sample_id: object (N,); meta: int32 columns ``subject``, ``view``, ``setup``, ``replication`` (N,) and the
+    string column ``split`` (N,), carried into offline shards; stats: the ``{"mean", "std"}`` used to normalise.
+    """
+
+    x: np.ndarray
+    person_valid: np.ndarray
+    label: np.ndarray
+    sample_id: np.ndarray
+    meta: dict[str, np.ndarray]
+    stats: dict
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _train_selection(data_dir: str | Path, benchmark: str, labeled_indices: Optional[Sequence[int]],
+                     labeled_fraction: Optional[float], subset_seed: int):
+    from macdiff_ray.data.pipeline import select_split
+
+    if labeled_indices is not None and labeled_fraction is not None:
+        raise ConfigError("labeled_indices and labeled_fraction: give one or neither, not both")
+    sel = select_split(data_dir, benchmark, "train", labeled_fraction=labeled_fraction, subset_seed=subset_seed)
+    ids = sel.sample_ids
+    if labeled_indices is not None:
+        idx = np.asarray(labeled_indices)
+        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ConfigError(f"labeled_indices: expected a non-empty 1-D integer array, got {idx.dtype} {idx.shape}")
+        if idx.min() < 0 or idx.max() >= len(ids):
+            raise ConfigError(
+                f"labeled_indices: values must index the {len(ids)} training rows of {benchmark!r} in {data_dir}, "
+                f"got range [{idx.min()}, {idx.max()}]"
+            )
+        if len(np.unique(idx)) != idx.size:
+            raise ConfigError("labeled_indices: contains duplicates")
+        ids = ids[idx]
+    if len(ids) == 0:
+        raise ValueError(f"{data_dir}: benchmark {benchmark!r} has no training rows to augment")
+    return ids, sel.shards
+
+
+def load_sources(
+    data_dir: str | Path,
+    benchmark: str,
+    *,
+    num_frames: int,
+    labeled_indices: Optional[Sequence[int]] = None,
+    labeled_fraction: Optional[float] = None,
+    subset_seed: int = 0,
+    persons: str = "all",
+    crop: float = 0.95,
+    read_batch: int = 256,
+) -> Sources:
+    """Read the labelled training rows and apply :class:`EvalTransform` once (numpy, in this process).
+
+    ``labeled_indices`` index the rows of ``select_split(data_dir, benchmark, "train")`` (shard = ``sample_id``
+    order, the order ``stratified_subset`` is drawn in); ``labeled_fraction`` draws that subset here instead;
+    neither: the whole training split. Rows come back in ``sample_id`` order.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from macdiff_ray.data.pipeline import dataset_stats
+    from macdiff_ray.data.transforms import EvalTransform
+
+    ids, shards = _train_selection(data_dir, benchmark, labeled_indices, labeled_fraction, subset_seed)
+    stats = dataset_stats(data_dir, benchmark)
+    transform = EvalTransform(stats, num_frames=num_frames, crop=crop, persons=persons)
+    wanted = pa.array([str(i) for i in ids], pa.string())
+    meta_cols = ("subject", "view", "setup", "replication", "split")
+    xs, valids, labels, sids = [], [], [], []
+    metas: dict[str, list] = {c: [] for c in meta_cols}
+    for shard in shards:
+        table = pq.read_table(shard, filters=pc.field("sample_id").isin(wanted))
+        for a in range(0, table.num_rows, read_batch):
+            part = table.slice(a, read_batch)
+            out = transform(part)
+            xs.append(out["x"])  # (B, M, T0, V, C)
+            valids.append(out["person_valid"])  # (B, M)
+            labels.append(out["label"])  # (B,)
+            sids.extend(part.column("sample_id").to_pylist())
+            for c in meta_cols:
+                metas[c].extend(part.column(c).to_pylist())
+    if len(sids) != len(ids):
+        raise ValueError(f"{data_dir}: found {len(sids)} of the {len(ids)} selected training rows in the shards")
+    return Sources(
+        x=np.ascontiguousarray(np.concatenate(xs), dtype=np.float32),
+        person_valid=np.concatenate(valids).astype(bool),
+        label=np.concatenate(labels).astype(np.int64),
+        sample_id=np.asarray(sids, dtype=object),
+        meta={c: (np.asarray(v, dtype=object) if c == "split" else np.asarray(v, dtype=np.int32))
+              for c, v in metas.items()},
+        stats={"mean": list(stats.mean), "std": list(stats.std)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The frozen model
+# ----------------------------------------------------------------------------------------------------------------
+def model_bundle(ckpt: Mapping[str, Any], diffusion: Optional[Mapping[str, Any]] = None) -> dict:
+    """What an actor needs to rebuild the frozen model: ``{model, model_config, diffusion, stats}``.
+
+    ``diffusion``: the DiffusionConfig dict; default the checkpoint run config's ``diffusion`` (a pretraining
+    checkpoint always has it); a checkpoint without one is refused rather than guessed.
+    """
+    from macdiff_ray.diffusion import DiffusionConfig
+
+    if diffusion is None:
+        diffusion = (ckpt.get("config") or {}).get("diffusion")
+        if diffusion is None:
+            raise ConfigError(
+                "checkpoint config has no 'diffusion' entry (not a pretraining checkpoint?); pass diffusion="
+            )
+    from_dict(DiffusionConfig, diffusion)  # validate here, on the driver, with a clear error
+    return {
+        "model": ckpt["model"],
+        "model_config": dict(ckpt["model_config"]),
+        "diffusion": dict(diffusion),
+        "stats": dict(ckpt["data"]["stats"]),
+    }
+
+
+def _build_model(bundle: Mapping[str, Any], device: torch.device):
+    from macdiff_ray.diffusion import DiffusionConfig, make_schedule
+    from macdiff_ray.model import MacDiff, ModelConfig
+
+    cfg = from_dict(ModelConfig, bundle["model_config"])
+    model = MacDiff(cfg)
+    model.load_state_dict(bundle["model"], strict=True)  # partial loading would be a silent failure
+    model.eval().requires_grad_(False).to(device)
+    schedule = make_schedule(from_dict(DiffusionConfig, bundle["diffusion"])).to(device)
+    return model, schedule
+
+
+class AugmentWorker:
+    """Holds the frozen model; run as a Ray actor by :class:`AugmentPool` (or called directly in-process).
+
+    Args:
+        bundle: :func:`model_bundle` output.
+        t_start: schedule index t_s.
+        data_stats: the ``{"mean", "std"}`` the sources were normalised with. When it differs from the
+            checkpoint's (transfer), each present person is mapped into the model's normalisation, augmented
+            and mapped back (a per-coordinate affine map; identity, hence skipped, when the stats agree).
+        num_threads: torch CPU threads of this actor.
+    """
+
+    def __init__(self, bundle: Mapping[str, Any], t_start: int, data_stats: Mapping[str, Sequence[float]],
+                 num_threads: int = 1):
+        torch.set_num_threads(max(1, int(num_threads)))
+        self.device = torch.device("cpu")
+        try:
+            import ray
+
+            if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+                self.device = torch.device("cuda")
+        except Exception:  # noqa: BLE001 - outside a Ray worker: CPU
+            pass
+        self.model, self.schedule = _build_model(bundle, self.device)
+        self.t_start = int(t_start)
+        d_mean, d_std = (np.asarray(data_stats[k], np.float64) for k in ("mean", "std"))
+        c_mean, c_std = (np.asarray(bundle["stats"][k], np.float64) for k in ("mean", "std"))
+        # model space = data space * scale + shift, per coordinate (C,)
+        self._scale = torch.tensor(d_std / c_std, dtype=torch.float32, device=self.device)  # (C,)
+        self._shift = torch.tensor((d_mean - c_mean) / c_std, dtype=torch.float32, device=self.device)  # (C,)
+        self._renorm = not (np.array_equal(d_mean, c_mean) and np.array_equal(d_std, c_std))
+
+    def augment(self, x_src: np.ndarray, valid_src: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
+        """Augment ``x_src[rows]``: x_src (N, M, T0, V, C) float32, valid_src (N, M) bool, rows (n,) int64.
+        Returns float32 (n, M, T0, V, C) in the data's normalisation."""
+        x = torch.from_numpy(np.ascontiguousarray(x_src[rows])).to(self.device)  # (n, M, T0, V, C)
+        valid = torch.from_numpy(np.ascontiguousarray(valid_src[rows])).to(self.device)  # (n, M)
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))  # CPU draw: same noise on CPU and GPU actors
+        keep = valid[:, :, None, None, None]  # (n, M, 1, 1, 1)
+        if self._renorm:
+            x = torch.where(keep, x * self._scale + self._shift, x)  # (n, M, T0, V, C) model normalisation
+        out = augment_batch(self.model, self.schedule, x, valid, self.t_start, gen)  # (n, M, T0, V, C)
+        if self._renorm:
+            out = torch.where(keep, (out - self._shift) / self._scale, out)  # back to the data normalisation
+        return out.float().cpu().numpy()
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "device": str(self.device), "threads": torch.get_num_threads()}
+
+
+def auto_gpu_per_actor() -> float:
+    """``DEFAULT_GPU_SHARE`` when the Ray cluster has a GPU, else 0 (CPU actors)."""
+    import ray
+
+    return DEFAULT_GPU_SHARE if float(ray.cluster_resources().get("GPU", 0.0)) > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pool
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(eq=False)  # identity, not field, equality (rows are arrays)
+class _Task:
+    epoch: int
+    chunk: int
+    rows: np.ndarray  # (n,) source rows
+    seed: int
+    slot: int
+    actor: Any  # the handle it was sent to
+    ref: Any  # ObjectRef of its result
+
+
+class AugmentPool:
+    """K :class:`AugmentWorker` actors that replace themselves when one dies.
+
+    Args:
+        bundle: :func:`model_bundle` output (put in the object store once; replacements reuse it).
+        sources: :class:`Sources` (x and person_valid put in the object store once).
+        t_start, num_actors: t_s and K.
+        cpu_per_actor: logical CPUs per actor (fractional keeps room for the trainer's data tasks).
+        gpu_per_actor: GPU share per actor; None: :func:`auto_gpu_per_actor`.
+        num_threads: torch threads per actor (default: ``max(1, floor(cpu_per_actor))``).
+        max_replacements: how many dead actors may be replaced in the pool's life before it gives up (a crash
+            that repeats on every fresh actor is a bug, not bad luck).
+    """
+
+    def __init__(self, bundle: Mapping[str, Any], sources: Sources, t_start: int, num_actors: int = 1, *,
+                 cpu_per_actor: float = 0.5, gpu_per_actor: Optional[float] = None,
+                 num_threads: Optional[int] = None, max_replacements: Optional[int] = None):
+        import ray
+
+        if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
+            raise ConfigError(f"num_actors (--augment-actors): expected an integer >= 1, got {num_actors!r}")
+        if not cpu_per_actor >= 0:
+            raise ConfigError(f"cpu_per_actor: expected >= 0, got {cpu_per_actor!r}")
+        if not ray.is_initialized():
+            raise RuntimeError("AugmentPool needs a running Ray (call macdiff_ray.train.runtime.init_ray() first)")
+        self.gpu_per_actor = auto_gpu_per_actor() if gpu_per_actor is None else float(gpu_per_actor)
+        if not 0.0 <= self.gpu_per_actor <= 1.0:
+            raise ConfigError(f"gpu_per_actor: expected a share in [0, 1], got {gpu_per_actor!r}")
+        self.cpu_per_actor = float(cpu_per_actor)
+        self.num_threads = int(num_threads) if num_threads is not None else max(1, int(math.floor(cpu_per_actor)))
+        self.max_replacements = 3 * num_actors if max_replacements is None else int(max_replacements)
+        self.t_start = int(t_start)
+        self.replacements = 0
+        self._bundle_ref = ray.put(dict(bundle))
+        self._x_ref = ray.put(sources.x)
+        self._valid_ref = ray.put(sources.person_valid)
+        self._stats = dict(sources.stats)
+        self._cls = ray.remote(AugmentWorker).options(
+            num_cpus=self.cpu_per_actor, num_gpus=self.gpu_per_actor, max_restarts=0, max_task_retries=0
+        )
+        self.actors = [self._new_actor() for _ in range(num_actors)]
+        self._tasks: list[_Task] = []
+        self._next_slot = 0
+
+    def _new_actor(self):
+        return self._cls.remote(self._bundle_ref, self.t_start, self._stats, self.num_threads)
+
+    def _send(self, task: _Task) -> None:
+        task.actor = self.actors[task.slot]
+        task.ref = task.actor.augment.remote(self._x_ref, self._valid_ref, task.rows, task.seed)
+
+    def submit(self, epoch: int, chunk: int, rows: np.ndarray, seed: int) -> _Task:
+        """Queue one chunk on the next actor (round robin; actors run their queue in order, so an earlier
+        epoch's chunks finish before a later epoch's)."""
+        task = _Task(epoch, chunk, np.asarray(rows, np.int64), int(seed), self._next_slot, None, None)
+        self._next_slot = (self._next_slot + 1) % len(self.actors)
+        self._send(task)
+        self._tasks.append(task)
+        return task
+
+    def _replace(self, slot: int, dead: Any, err: BaseException) -> None:
+        """Replace the dead actor of ``slot`` (if not done yet) and resend every unfinished task it held."""
+        import ray
+
+        if self.actors[slot] is not dead:
+            return  # already replaced while handling another of its tasks
+        if self.replacements >= self.max_replacements:
+            raise RuntimeError(
+                f"augmentation actor died again after {self.replacements} replacements (max_replacements="
+                f"{self.max_replacements}); last error: {err}"
+            ) from err
+        log.warning("augmentation actor in slot %d died (%s); starting a fresh one", slot, type(err).__name__)
+        try:
+            ray.kill(dead, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self.replacements += 1
+        self.actors[slot] = self._new_actor()
+        for t in self._tasks:
+            if t.actor is dead:
+                self._send(t)  # a result it produced before dying is simply recomputed (same seed, same samples)
+
+    def wait(self, tasks: Sequence[_Task]) -> list[np.ndarray]:
+        """Block until every task is done (replacing dead actors and resending their work); results in order."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        results: dict[int, np.ndarray] = {}
+        todo = {id(t): t for t in tasks}
+        while todo:
+            by_ref = {t.ref: t for t in todo.values()}
+            ready, _ = ray.wait(list(by_ref), num_returns=1)
+            for ref in ready:
+                t = by_ref[ref]
+                try:
+                    results[id(t)] = ray.get(ref)
+                except RayActorError as e:
+                    self._replace(t.slot, t.actor, e)  # t was resent; stays in todo
+                    continue
+                del todo[id(t)]
+                self._tasks.remove(t)
+        return [results[id(t)] for t in tasks]
+
+    def actor_info(self) -> list[dict]:
+        import ray
+
+        return ray.get([a.info.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        self.actors = []
+        self._tasks = []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fine-tuning loop's interface
+# ----------------------------------------------------------------------------------------------------------------
+class DiffusionAugmenter:
+    """Per-epoch augmented sets from an :class:`AugmentPool`; see the module docstring for the call pattern.
+
+    Attributes: ``num_sources``, ``num_per_epoch`` (N_aug = round(ratio x N)), ``wait_seconds`` (total time
+    ``collect`` blocked), ``wait_log`` ({epoch: seconds}), ``gen_log`` ({epoch: seconds from prefetch to the last
+    chunk being received}), ``pool``.
+    """
+
+    def __init__(self, pool: AugmentPool, sources: Sources, ratio: float, seed: int, chunk_size: int = 64):
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
+        self.pool = pool
+        self.sources = sources
+        self.ratio = float(ratio)
+        self.seed = int(seed)
+        self.chunk_size = chunk_size
+        self.num_sources = len(sources)
+        self.num_per_epoch = num_augmented(self.num_sources, self.ratio)
+        self.wait_seconds = 0.0
+        self.wait_log: dict[int, float] = {}
+        self.gen_log: dict[int, float] = {}
+        self._pending: dict[int, tuple[float, np.ndarray, list[_Task]]] = {}
+
+    def plan(self, epoch: int) -> np.ndarray:
+        """Source row of each augmented sample of ``epoch`` (N_aug,) int64 (deterministic from seed, epoch)."""
+        return plan_sources(self.num_sources, self.ratio, self.seed, epoch)
+
+    def prefetch(self, epoch: int) -> None:
+        """Submit epoch ``epoch``'s chunks to the pool and return at once (no-op if already submitted)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch: expected a non-negative integer, got {epoch!r}")
+        if epoch in self._pending:
+            return
+        rows = self.plan(epoch)  # (N_aug,)
+        tasks = [
+            self.pool.submit(epoch, k, rows[a : a + self.chunk_size], epoch_chunk_seed(self.seed, epoch, k))
+            for k, a in enumerate(range(0, len(rows), self.chunk_size))
+        ]
+        self._pending[epoch] = (time.perf_counter(), rows, tasks)
+
+    def collect(self, epoch: int) -> dict[str, torch.Tensor]:
+        """Epoch ``epoch``'s augmented set (blocks until ready; submits it first if ``prefetch`` was skipped).
+
+        Returns ``{"x": (N_aug, M, T0, V, C) float32, "person_valid": (N_aug, M) bool, "label": (N_aug,) int64}``.
+        """
+        t0 = time.perf_counter()
+        self.prefetch(epoch)
+        started, rows, tasks = self._pending.pop(epoch)
+        parts = self.pool.wait(tasks)
+        done = time.perf_counter()
+        waited = done - t0
+        self.wait_seconds += waited
+        self.wait_log[epoch] = waited
+        self.gen_log[epoch] = done - started
+        x = np.concatenate(parts) if parts else np.zeros((0,) + self.sources.x.shape[1:], np.float32)
+        if x.shape[0] != len(rows) or not np.isfinite(x).all():
+            raise RuntimeError(f"augmentation epoch {epoch}: got {x.shape[0]} samples for {len(rows)} planned, "
+                               f"finite={bool(np.isfinite(x).all())}")
+        return {
+            "x": torch.from_numpy(x),  # (N_aug, M, T0, V, C)
+            "person_valid": torch.from_numpy(self.sources.person_valid[rows].copy()),  # (N_aug, M)
+            "label": torch.from_numpy(self.sources.label[rows].copy()),  # (N_aug,)
+        }
+
+    def shutdown(self) -> None:
+        self._pending.clear()
+        self.pool.shutdown()
+
+    def __enter__(self) -> "DiffusionAugmenter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+def build_augmenter(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    benchmark: str,
+    labeled_indices: Optional[Sequence[int]] = None,
+    t_start: int = 500,
+    ratio: float = 1.0,
+    num_actors: int = 1,
+    seed: int = 0,
+    *,
+    labeled_fraction: Optional[float] = None,
+    subset_seed: int = 0,
+    persons: str = "all",
+    crop: float = 0.95,
+    chunk_size: int = 64,
+    cpu_per_actor: float = 0.5,
+    gpu_per_actor: Optional[float] = None,
+    num_threads: Optional[int] = None,
+    diffusion: Optional[Mapping[str, Any]] = None,
+) -> DiffusionAugmenter:
+    """The fine-tuning loop's augmenter (``--augment --t-start T --aug-ratio L --augment-actors K``).
+
+    ``checkpoint``: a pretraining checkpoint dir/file/run dir (``load_checkpoint``); its joint layout must match
+    the dataset's. ``labeled_indices``: rows of the benchmark's training split (see :func:`load_sources`); or
+    ``labeled_fraction`` + ``subset_seed``; neither = the whole training split. T0 is the checkpoint model's
+    ``num_frames``. Needs a running Ray. Remember ``shutdown()`` (or use it as a context manager).
+    """
+    from macdiff_ray.data.manifest import load_manifest
+    from macdiff_ray.train.checkpoint import check_compatible, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    manifest = load_manifest(data_dir)
+    check_compatible(ckpt, None, manifest["layout"])
+    bundle = model_bundle(ckpt, diffusion)
+    from macdiff_ray.diffusion import DiffusionConfig
+
+    steps = from_dict(DiffusionConfig, bundle["diffusion"]).num_steps
+    if isinstance(t_start, bool) or not isinstance(t_start, int) or not 0 <= t_start < steps:
+        raise ConfigError(f"t_start (--t-start): expected an integer in [0, {steps - 1}], got {t_start!r}")
+    num_augmented(1, ratio)  # validates ratio with a clear message
+    sources = load_sources(
+        data_dir, benchmark, num_frames=int(bundle["model_config"]["num_frames"]), labeled_indices=labeled_indices,
+        labeled_fraction=labeled_fraction, subset_seed=subset_seed, persons=persons, crop=crop,
+    )
+    pool = AugmentPool(bundle, sources, t_start, num_actors, cpu_per_actor=cpu_per_actor,
+                       gpu_per_actor=gpu_per_actor, num_threads=num_threads)
+    return DiffusionAugmenter(pool, sources, ratio, seed, chunk_size)

@@ -1,0 +1,135 @@
+"""Fine-tuning and the semi-supervised protocol on Ray Train (METHOD.md "Fine-tuning", "Semi-supervised").
+
+MLP head on the (unfrozen) encoder, AdamW lr 3e-4 -> 1e-5 with 5 warmup epochs, layer-wise lr decay 0.8, drop path
+0.3, head dropout 0.3, label smoothing 0.1, 100 epochs. ``labeled_fraction`` trains on the class-stratified subset
+of the data layer (``select_split``/``stratified_subset``: fixed on the driver, identical on every worker).
+``seeds`` repeats the run (``OUTPUT/seed_<s>/``) and ``OUTPUT/results.json`` reports mean and std over seeds.
+``random_init`` with ``preset`` trains the same encoder from scratch (the supervised baseline).
+
+Augmentation hook: ``run_finetune(cfg, augmenter=obj)`` where ``obj.prefetch(epoch)`` starts generating that
+epoch's samples asynchronously and ``obj.collect(epoch) -> {"x" (N_aug, M, T0, V, C) normalised, "person_valid"
+(N_aug, M), "label" (N_aug,)}`` blocks until they are ready. The loop calls ``prefetch(start_epoch)`` before
+training, and at the start of epoch e ``prefetch(e + 1)`` then ``collect(e)`` (rank 0; the samples are broadcast
+and worker r keeps rows ``r::world``), mixing them into epoch e's batches (one chunk appended per step). The time
+blocked in collect is reported per epoch (``aug_wait_s``), in total (``aug_wait_total_s``) and as the stalled
+fraction of epoch time (``aug_stalled_fraction``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from macdiff_ray.config import ConfigError, replace
+from macdiff_ray.eval.probe import EvalCommon, run_protocol
+from macdiff_ray.train.logging import join, write_json
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(EvalCommon):
+    """Fine-tuning (defaults: METHOD.md). ``seeds`` empty = the single run ``seed``."""
+
+    lr: float = 3e-4
+    min_lr: float = 1e-5
+    warmup_epochs: float = 5.0
+    weight_decay: float = 0.05
+    layer_decay: float = 0.8
+    drop_path: float = 0.3
+    head_dropout: float = 0.3
+    head_hidden: int = 0  # 0: max(encoder width, 256)
+    label_smoothing: float = 0.1
+    seeds: tuple[int, ...] = ()
+    # diffusion augmentation (built by macdiff_ray.augment.pool.build_augmenter)
+    augment: bool = False
+    t_start: int = 500
+    aug_ratio: float = 0.5
+    augment_actors: int = 1
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        for f in ("lr", "min_lr"):
+            if not getattr(self, f) > 0:
+                raise ConfigError(f"FinetuneConfig.{f}: {getattr(self, f)!r} must be > 0")
+        if self.warmup_epochs < 0 or self.weight_decay < 0:
+            raise ConfigError("FinetuneConfig.warmup_epochs/weight_decay: must be >= 0")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"FinetuneConfig.layer_decay: {self.layer_decay!r} must be in (0, 1]")
+        for f in ("drop_path", "head_dropout", "label_smoothing"):
+            if not 0 <= getattr(self, f) < 1:
+                raise ConfigError(f"FinetuneConfig.{f}: {getattr(self, f)!r} must be in [0, 1)")
+        if self.head_hidden < 0:
+            raise ConfigError(f"FinetuneConfig.head_hidden: {self.head_hidden!r} must be >= 0")
+        if self.feature == "raw":
+            raise ConfigError("FinetuneConfig.feature: 'raw' has no encoder to fine-tune; use pooled or per_joint")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"FinetuneConfig.seeds: repeated seed in {list(self.seeds)}")
+        if self.augment:
+            if not self.checkpoint:
+                raise ConfigError("FinetuneConfig.augment: needs a pretrained checkpoint (its decoder generates)")
+            if not 0 < self.t_start < 1000 or self.aug_ratio < 0 or self.augment_actors < 1:
+                raise ConfigError(f"FinetuneConfig: t_start {self.t_start} must be in (0, 1000), aug_ratio "
+                                  f"{self.aug_ratio} >= 0, augment_actors {self.augment_actors} >= 1")
+
+    def allows_scratch(self) -> bool:
+        return False
+
+
+def labeled_indices(cfg: FinetuneConfig):
+    """The labelled training rows (sample ids, labels) used for training and as augmentation sources."""
+    from macdiff_ray.data.pipeline import select_split
+
+    return select_split(cfg.data_dir, cfg.benchmark, "train", labeled_fraction=cfg.labeled_fraction,
+                        subset_seed=cfg.subset_seed)
+
+
+def _build_augmenter(cfg: FinetuneConfig, seed: int):
+    try:
+        from macdiff_ray.augment.pool import build_augmenter
+    except ImportError as e:
+        raise ConfigError(f"--augment: macdiff_ray.augment.pool.build_augmenter is not available ({e})") from e
+    sel = labeled_indices(cfg)
+    return build_augmenter(cfg.checkpoint, cfg.data_dir, sel.sample_ids, cfg.t_start, cfg.aug_ratio,
+                           cfg.augment_actors, seed)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for one value)."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+KEYS = ("top1_last", "top1_best", "top5_last", "top5_best")
+
+
+def run_finetune(cfg: FinetuneConfig, *, augmenter: Any = None, quiet: bool = False) -> dict:
+    """One run per seed (``cfg.seeds``, or ``cfg.seed``); with several seeds, ``OUTPUT/results.json`` holds the
+    mean (``top1_last`` ...) and std (``top1_last_std`` ...) over seeds and each seed's run is in
+    ``OUTPUT/seed_<s>/``. ``augmenter``: see the module docstring (built from ``cfg.augment`` when None)."""
+    seeds = list(cfg.seeds) or [cfg.seed]
+    if len(seeds) == 1 and not cfg.seeds:
+        aug = augmenter if augmenter is not None else (_build_augmenter(cfg, cfg.seed) if cfg.augment else None)
+        return run_protocol(cfg, "finetune", augmenter=aug, quiet=quiet)
+    runs = []
+    for s in seeds:
+        sub = replace(cfg, seed=s, seeds=[], output=join(cfg.output, f"seed_{s}"))
+        aug = augmenter if augmenter is not None else (_build_augmenter(sub, s) if cfg.augment else None)
+        runs.append(run_protocol(sub, "finetune", augmenter=aug, quiet=quiet))
+    out = dict(runs[0])
+    out.pop("history", None)
+    for k in KEYS:
+        m, sd = mean_std([r[k] for r in runs])
+        out[k], out[f"{k}_std"] = m, sd
+    out.update(seeds=seeds, num_seeds=len(seeds), per_seed={str(s): {k: r[k] for k in KEYS} for s, r in zip(seeds, runs)},
+               wall_time_s=sum(r["wall_time_s"] for r in runs), config=dict(runs[0]["config"], seeds=seeds,
+                                                                            output=cfg.output, seed=cfg.seed),
+               aggregate_note="top*_last/best are means over seeds; *_std the sample std (ddof=1)")
+    write_json(join(cfg.output, "results.json"), out)
+    return out
+
+
+def finetune_smoke_overrides() -> dict:
+    return {"epochs": 2, "batch_size": 16, "max_steps_per_epoch": 2, "num_frames": 32, "checkpoint_every": 1,
+            "warmup_epochs": 1.0, "smoke_test": True, "materialize": True}
