@@ -95,12 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.warmup):
         step()
     _sync(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = step()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     if not torch.isfinite(loss):
         raise RuntimeError(f"non-finite loss {float(loss)} in the benchmark")
     med = statistics.median(times)
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
           f"over {args.steps} steps after {args.warmup} warm-up")
     print(f"throughput: {sps:.2f} samples/s (median step); {n / min(times):.2f} samples/s (fastest step; "
           f"the machine's other load only slows steps down)")
+    print(f"process CPU time per step (all threads): median {statistics.median(cpu_times):.2f} s; with "
+          f"{args.threads} threads and no other load, wall time is about this divided by {args.threads}")
     print(f"FLOPs per sample (fwd+bwd, FlopCounterMode): {flops_per_sample / 1e9:.2f} GFLOP")
     print(f"achieved: {achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of a measured 2048^3 "
           f"{'bf16' if args.bf16 else 'fp32'} matmul ({peak / 1e9:.1f} GFLOP/s)")

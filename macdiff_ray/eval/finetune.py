@@ -88,9 +88,11 @@ def _build_augmenter(cfg: FinetuneConfig, seed: int):
         from macdiff_ray.augment.pool import build_augmenter
     except ImportError as e:
         raise ConfigError(f"--augment: macdiff_ray.augment.pool.build_augmenter is not available ({e})") from e
-    sel = labeled_indices(cfg)
-    return build_augmenter(cfg.checkpoint, cfg.data_dir, sel.sample_ids, cfg.t_start, cfg.aug_ratio,
-                           cfg.augment_actors, seed)
+    # The augmenter selects the same class-stratified subset through the same data-layer function
+    # (select_split with labeled_fraction/subset_seed), so sources == the labelled training rows.
+    return build_augmenter(cfg.checkpoint, cfg.data_dir, cfg.benchmark, t_start=cfg.t_start, ratio=cfg.aug_ratio,
+                           num_actors=cfg.augment_actors, seed=seed, labeled_fraction=cfg.labeled_fraction,
+                           subset_seed=cfg.subset_seed)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -42,8 +42,7 @@ class PretrainConfig:
     min_lr: float = 1e-5
     warmup_epochs: float = 20.0
     weight_decay: float = 0.05
-    # tuple[float, ...] + a length check: config.py's fixed-length tuple branch swaps types and values (reported).
-    betas: tuple[float, ...] = (0.9, 0.95)
+    betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: Optional[float] = None  # max global grad norm; None = no clipping (norm is still logged)
     amp: bool = True  # autocast on GPU only (CPU runs in float32)
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # float16 adds a GradScaler

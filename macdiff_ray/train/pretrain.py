@@ -11,7 +11,15 @@ Driver side (``run_pretrain(cfg)``): joins or starts Ray, checks a re-run agains
 ``config.json`` / ``results.json``. Re-running the same command with the same RUN_DIR resumes: Ray Train V2
 restores a run with the same ``name`` ("checkpoints") and ``storage_path`` (RUN_DIR).
 
-Tune reuse: a Tune function trainable calls ``build_trainer(cfg, name=f"checkpoints-{trial_id}",
+Tune hook (``macdiff_ray.tune``): a Tune trial calls ``train_func`` directly in its own process (world size 1, no
+TorchTrainer: Ray 2.60 refuses ``ray.train.get_context/report/get_checkpoint`` inside a Tune function) after
+:func:`set_trial_hooks`. The hooks object then supplies the device (``device()``), the datasets
+(``get_dataset_shard(name)``), the checkpoint to restore (``get_checkpoint()``, i.e. ``ray.tune.get_checkpoint``),
+extra per-epoch metrics (``epoch_metrics(net, epoch, device) -> dict``: the sweep's kNN proxy) and the reporting
+target (``report(metrics, checkpoint_dir, checkpoint_name)``, i.e. ``ray.tune.report``); the model is not wrapped by
+``prepare_model``. Without hooks (the default) nothing changes.
+
+Tune reuse over a multi-worker trainer: a Tune function trainable calls ``build_trainer(cfg, name=f"checkpoints-{trial_id}",
 callbacks=[TuneReportCallback()]).fit()`` (``ray.tune.integration.ray_train``); :func:`report_epoch` (the only place
 that calls ``ray.train.report``) then reaches Tune through that callback, with no change to ``train_func``.
 """
@@ -26,7 +34,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from macdiff_ray.config import ConfigError, from_dict, to_dict
+from macdiff_ray.config import ConfigError, from_dict, replace, to_dict
 from macdiff_ray.train import checkpoint as ckpt_lib
 from macdiff_ray.train.config import RESUMABLE_CHANGES, PretrainConfig, resolve_model_config, steps_per_epoch
 from macdiff_ray.train.logging import RankZeroWriter, join, log, progress_line, read_json, write_json
@@ -34,6 +42,16 @@ from macdiff_ray.train.loop import DiffusionLoss, train_epoch, validate
 from macdiff_ray.train.optim import WarmupCosine, build_optimizer
 
 RUN_NAME = "checkpoints"  # Ray Train run name: checkpoints land in RUN_DIR/checkpoints/<epoch_XXXXX>/
+
+_TRIAL_HOOKS: Optional[Any] = None  # set by macdiff_ray.tune in a Tune trial process (see module docstring)
+
+
+def set_trial_hooks(hooks: Optional[Any]) -> None:
+    """Install (or clear with None) the Tune trial hooks of this process: an object with ``device()``,
+    ``get_dataset_shard(name)``, ``get_checkpoint()``, ``epoch_metrics(net, epoch, device) -> dict`` and
+    ``report(metrics, checkpoint_dir, checkpoint_name)`` (see the module docstring)."""
+    global _TRIAL_HOOKS
+    _TRIAL_HOOKS = hooks
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -77,6 +95,9 @@ def report_epoch(metrics: dict, checkpoint_dir: Optional[str] = None, checkpoint
 
     Under Tune, metrics reach the trial through ``TuneReportCallback`` on the trainer (see module docstring).
     """
+    if _TRIAL_HOOKS is not None:
+        _TRIAL_HOOKS.report(metrics, checkpoint_dir, checkpoint_name)
+        return
     import ray.train
 
     checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -119,12 +140,16 @@ def train_func(config: dict) -> dict:
     from macdiff_ray.model import MacDiff
 
     cfg = from_dict(PretrainConfig, config)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    hooks = _TRIAL_HOOKS
+    if hooks is None:
+        ctx = ray.train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    else:  # a Tune trial: this process is the only worker
+        rank, world = 0, 1
     if cfg.batch_size % world:
         raise ConfigError(f"PretrainConfig.batch_size: {cfg.batch_size} not divisible by {world} workers")
     per_worker_batch = cfg.batch_size // world
-    device = rtt.get_device()
+    device = rtt.get_device() if hooks is None else hooks.device()
     info = describe_data(cfg)
     model_cfg = resolve_model_config(cfg, info["num_joints"])
     steps = steps_per_epoch(cfg, info["num_train"])
@@ -136,7 +161,7 @@ def train_func(config: dict) -> dict:
     net = MacDiff(model_cfg)
     start_epoch, step, resumed_from = 0, 0, None
     state = None
-    restored = ray.train.get_checkpoint()
+    restored = hooks.get_checkpoint() if hooks is not None else ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
             state = ckpt_lib.load_checkpoint(d)
@@ -145,7 +170,8 @@ def train_func(config: dict) -> dict:
         start_epoch, step, resumed_from = int(state["epoch"]), int(state["step"]), int(state["epoch"])
 
     wrapper = DiffusionLoss(net, make_schedule(cfg.diffusion)).to_device(device)
-    model = rtt.prepare_model(wrapper)  # moves to device; DDP when world > 1 (gloo on CPU, NCCL on GPU)
+    # moves to device; DDP when world > 1 (gloo on CPU, NCCL on GPU); a Tune trial has world 1 and no Train context
+    model = rtt.prepare_model(wrapper) if hooks is None else wrapper
     optimizer = build_optimizer(net, cfg.effective_lr, cfg.weight_decay, cfg.betas)
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -164,8 +190,9 @@ def train_func(config: dict) -> dict:
             per_worker_batch, steps, cfg.epochs, total_steps, cfg.effective_lr, cfg.lr_scaling, warmup_steps,
             f", resuming after epoch {resumed_from} (step {step})" if resumed_from is not None else "",
         )
-    shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val") if cfg.validate_every else None
+    get_shard = ray.train.get_dataset_shard if hooks is None else hooks.get_dataset_shard
+    shard = get_shard("train")
+    val_shard = get_shard("val") if cfg.validate_every else None
     history = []
     metrics: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -190,6 +217,8 @@ def train_func(config: dict) -> dict:
             ))
         metrics.update(epoch=epoch + 1, steps_per_epoch=steps, world_size=world,
                        resumed_from_epoch=-1 if resumed_from is None else resumed_from)
+        if hooks is not None:
+            metrics.update(hooks.epoch_metrics(net, epoch + 1, device))
         history.append({k: metrics[k] for k in ("epoch", "loss", "mse", "uniformity", "lr", "grad_norm",
                                                  "samples_per_s", "epoch_time_s") if k in metrics})
         writer.scalars({f"train/{k}": metrics[k] for k in ("loss", "mse", "uniformity", "lr", "grad_norm",
@@ -305,12 +334,23 @@ def build_trainer(
     )
 
 
+def absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
+    """Local ``data_dir``/``output`` made absolute: Ray workers do not run in the driver's working directory."""
+    changes = {}
+    for name in ("data_dir", "output"):
+        value = getattr(cfg, name)
+        if value and "://" not in value and not os.path.isabs(value):
+            changes[name] = os.path.abspath(value)
+    return replace(cfg, **changes) if changes else cfg
+
+
 def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     """Run (or resume) one pretraining run end to end; returns the ``results.json`` dict."""
     from macdiff_ray.train.runtime import init_ray, resolve_use_gpu
 
     if not cfg.output:
         raise ConfigError("PretrainConfig.output: empty; give a run directory or URI (--output)")
+    cfg = absolute_paths(cfg)
     t0 = time.perf_counter()
     info = describe_data(cfg)
     model_cfg = resolve_model_config(cfg, info["num_joints"])

@@ -1,0 +1,351 @@
+"""Hyperparameter sweeps with Ray Tune: pretraining (noise schedule, mask ratio, decoder depth, lr) and fine-tuning
+augmentation (t_s, L).
+
+How a pretraining trial runs (RAY-NOTES hang 2). Early stopping a Tune trial that wraps a multi-worker
+``TorchTrainer`` leaks the Train run's CPUs unless the dashboard is on. So a trial here calls the SAME importable
+``macdiff_ray.train.pretrain.train_func`` directly in the trial process (world size 1, no TorchTrainer, no process
+group; Ray 2.60 refuses ``ray.train.get_context/report/get_checkpoint`` inside a Tune function, even through a
+local-mode trainer), after :func:`macdiff_ray.train.pretrain.set_trial_hooks` installs :class:`TrialHooks`, which
+- gives the device (CUDA when the trial was given a GPU fraction and ``use_gpu`` allows it) and the Ray Datasets,
+- restores from ``ray.tune.get_checkpoint()`` (a resumed or restored trial continues from its last epoch),
+- adds the kNN proxy (:class:`macdiff_ray.tune.proxy.KnnProxy`) to each epoch's metrics, and
+- reports through ``ray.tune.report`` (metrics every epoch, a ``tune.Checkpoint`` every ``checkpoint_every``).
+When ASHA stops a trial, Tune ends the trial actor, and with it everything the trial used: nothing leaks, and no
+dashboard is needed. The trial declares its resources (``tune.resources``: CPU and GPU fractions) with
+``tune.with_resources``. ``TorchTrainer`` with ``train_func`` is the same function's multi-worker path
+(``experiments/pretrain.py``).
+
+Augment trials (``kind: augment``) call ``macdiff_ray.eval.finetune.run_finetune`` (its own TorchTrainer, with
+the diffusion augmenter of ``macdiff_ray.augment.pool``) and report its final top-1 once; FIFO only.
+
+Outputs under ``--output`` (OUT): ``OUT/<name>/`` (Tune experiment: trial dirs, checkpoints, state for
+``Tuner.restore``), ``OUT/space.json`` (the validated space and its fingerprint), ``OUT/results.md`` and
+``OUT/results.csv`` (ranked table), ``OUT/best_config.json`` (accepted by ``experiments/pretrain.py --config``;
+``experiments/finetune.py --config`` for augment sweeps) and ``OUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from macdiff_ray.config import ConfigError, to_dict
+from macdiff_ray.train.logging import write_json
+from macdiff_ray.tune.space import SearchSpace, build_config, parse_space, to_tune_space
+
+RUN_NAME = "sweep"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trial side
+# --------------------------------------------------------------------------------------------------------------
+class TrialHooks:
+    """The Tune side of ``train_func`` in a trial process (see module docstring). ``proxy(net, epoch, device)``
+    returns extra metrics or ``{}``; the last proxy value is carried forward so every report has the metric."""
+
+    def __init__(self, datasets: dict, device: Any, proxy: Any = None):
+        self.datasets = datasets
+        self._device = device
+        self.proxy = proxy
+        self.last_proxy: dict = {}
+
+    def device(self):
+        return self._device
+
+    def get_dataset_shard(self, name: str):
+        if name not in self.datasets:
+            raise KeyError(f"trial dataset {name!r} not built; have {sorted(self.datasets)}")
+        return self.datasets[name]
+
+    def get_checkpoint(self):
+        import ray.tune
+
+        return ray.tune.get_checkpoint()
+
+    def epoch_metrics(self, net: Any, epoch: int, device: Any) -> dict:
+        """The proxy on its epochs (and on a trial's first report, so ASHA always has a value); the last value
+        (with ``knn_epoch``, the epoch it was measured at) on the others."""
+        if self.proxy is None:
+            return {}
+        if self.proxy.due(epoch) or not self.last_proxy:
+            t0 = time.perf_counter()
+            top1 = self.proxy.evaluate(net.encoder, device)
+            self.last_proxy = {"knn_top1": top1, "knn_time_s": time.perf_counter() - t0, "knn_epoch": epoch}
+        return dict(self.last_proxy)
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[str], checkpoint_name: Optional[str]) -> None:
+        import ray.tune
+
+        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(clean, checkpoint=ckpt)  # persists the checkpoint before the temp dir goes away
+
+
+def pretrain_trial(config: dict) -> None:
+    """Tune function trainable of ``kind: pretrain``. ``config`` = ``{"base", "params", "proxy"}`` (param_space)."""
+    import ray.tune
+    import torch
+
+    from macdiff_ray.train import pretrain as pt
+    from macdiff_ray.train.config import PretrainConfig
+    from macdiff_ray.tune.proxy import KnnProxy
+
+    ctx = ray.tune.get_context()
+    trial_dir = ctx.get_trial_dir()
+    base = dict(config["base"], output=str(Path(trial_dir) / "run"))
+    cfg = build_config("pretrain", base, config["params"], where=f"trial {ctx.get_trial_id()}: ")
+    assert isinstance(cfg, PretrainConfig)
+    px = config["proxy"]
+    proxy = None
+    if px["enabled"]:
+        proxy = KnnProxy(cfg.data_dir, cfg.benchmark, cfg.num_frames, cfg.persons, k=px["k"],
+                         temperature=px["temperature"], every=px["every"], last_epoch=cfg.epochs,
+                         max_train=px["max_train"], seed=cfg.seed)
+    use_cuda = torch.cuda.is_available() and cfg.use_gpu != "no"  # CUDA is visible only if the trial got a GPU
+    if cfg.use_gpu == "yes" and not use_cuda:
+        raise ConfigError(f"trial {ctx.get_trial_id()}: use_gpu 'yes' but no GPU is visible to the trial; "
+                          "set tune.resources.gpu > 0")
+    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    pt.set_trial_hooks(TrialHooks(pt.build_datasets(cfg), device, proxy))
+    try:
+        pt.train_func(to_dict(cfg))  # the same function TorchTrainer runs on each worker
+    finally:
+        pt.set_trial_hooks(None)
+
+
+def augment_trial(config: dict) -> None:
+    """Tune function trainable of ``kind: augment``: one fine-tuning run with diffusion augmentation (t_s =
+    ``t_start``, L = ``aug_ratio``), reported once at the end."""
+    import ray.tune
+
+    from macdiff_ray.eval.finetune import run_finetune
+
+    ctx = ray.tune.get_context()
+    base = dict(config["base"], output=str(Path(ctx.get_trial_dir()) / "run"))
+    cfg = build_config("augment", base, config["params"], where=f"trial {ctx.get_trial_id()}: ")
+    res = run_finetune(cfg, quiet=True)
+    keys = ("top1_last", "top1_best", "top5_last", "top5_best", "wall_time_s")
+    ray.tune.report({k: float(res[k]) for k in keys if isinstance(res.get(k), (int, float))}
+                    | {"epoch": int(cfg.epochs)})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Driver side
+# --------------------------------------------------------------------------------------------------------------
+def _check_cpus(space: SearchSpace) -> None:
+    """Refuse settings that would starve Ray Data of CPUs (RAY-NOTES hang 1)."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    t = space.tune
+    used = t.max_concurrent * t.resources.cpu
+    if space.kind == "pretrain" and total and used > total - 0.25:
+        raise ConfigError(
+            f"tune: max_concurrent {t.max_concurrent} x resources.cpu {t.resources.cpu:g} = {used:g} of the "
+            f"cluster's {total:g} CPUs leaves under 0.25 CPU for the Ray Data read/transform tasks of the trials "
+            "(they would hang); lower tune.max_concurrent or tune.resources.cpu"
+        )
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if t.resources.gpu > gpus:
+        raise ConfigError(f"tune.resources.gpu: {t.resources.gpu:g} per trial but the cluster has {gpus:g} GPU(s)")
+
+
+def _trainable(space: SearchSpace):
+    from ray import tune
+
+    fn = pretrain_trial if space.kind == "pretrain" else augment_trial
+    res = {"cpu": space.tune.resources.cpu, "gpu": space.tune.resources.gpu}
+    if space.kind == "augment":  # the fine-tuning TorchTrainer's workers take their own resources
+        res = {"cpu": 0.01, "gpu": 0}
+    return tune.with_resources(fn, res)
+
+
+def _param_space(space: SearchSpace) -> dict:
+    t = space.tune
+    return {
+        "base": space.base,
+        "params": to_tune_space(space),
+        "proxy": {"enabled": space.kind == "pretrain" and t.metric.startswith("knn"), "k": t.knn_k,
+                  "temperature": t.knn_temperature, "every": t.proxy_every, "max_train": t.knn_max_train},
+    }
+
+
+def _max_epochs(space: SearchSpace) -> int:
+    cfg = build_config(space.kind, space.base, {})
+    return int(cfg.epochs)
+
+
+def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: Any = None):
+    """A fresh ``Tuner`` for ``space`` writing to ``output/name`` (Ray must be initialised)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    t = space.tune
+    if t.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=_max_epochs(space), grace_period=t.grace_period,
+                                  reduction_factor=t.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    searcher = None
+    if any(p.kind != "grid" for p in space.params):
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        searcher = BasicVariantGenerator(random_state=t.search_seed, max_concurrent=t.max_concurrent)
+    return tune.Tuner(
+        _trainable(space),
+        param_space=_param_space(space),
+        tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
+                                    num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(Path(output).resolve()), stop=stop,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            failure_config=tune.FailureConfig(max_failures=0), verbose=0,
+        ),
+    )
+
+
+def _flatten_params(config: dict) -> dict:
+    return dict(config.get("params", {}))
+
+
+def ranked_rows(space: SearchSpace, result_grid: Any) -> list[dict]:
+    """One row per trial, best first: ``rank, trial_id, <searched params>, <metric>_last, <metric>_best, loss,
+    epochs, status``. Status: ``completed``, ``stopped`` (early, by ASHA or an interruption) or ``error``."""
+    metric, mode = space.tune.metric, space.tune.mode
+    max_epochs = _max_epochs(space)
+    rows = []
+    for r in result_grid:
+        m = r.metrics or {}
+        df = r.metrics_dataframe
+        best = None
+        if df is not None and metric in df.columns and df[metric].notna().any():
+            best = float(df[metric].max() if mode == "max" else df[metric].min())
+        epochs = int(m.get("epoch", 0) or 0)
+        status = "error" if r.error is not None else ("completed" if epochs >= max_epochs else "stopped")
+        row = {"trial_id": m.get("trial_id") or Path(r.path).name}
+        row.update({p.path: _flatten_params(r.config).get(p.path) for p in space.params})
+        row.update({f"{metric}_last": m.get(metric), f"{metric}_best": best, "loss": m.get("loss"),
+                    "epochs": epochs, "status": status})
+        rows.append(row)
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(row: dict):
+        v = row[f"{metric}_best"]
+        return (row["status"] == "error", v is None or (isinstance(v, float) and math.isnan(v)),
+                sign * v if v is not None else 0.0)
+
+    rows.sort(key=key)
+    for i, row in enumerate(rows):
+        row["rank"] = i + 1
+    return [{"rank": row.pop("rank"), **row} for row in rows]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def write_tables(rows: list[dict], output: str) -> tuple[Path, Path]:
+    """``results.md`` and ``results.csv`` under ``output``."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = list(rows[0]) if rows else ["rank", "trial_id"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
+    (out / "results.csv").write_text(buf.getvalue())
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(row.get(k)) for k in cols) + " |" for row in rows]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    return out / "results.md", out / "results.csv"
+
+
+def best_config(space: SearchSpace, row: dict) -> dict:
+    """The config file of the best trial: the base with its searched values, without ``output`` (give
+    ``--output`` on the command line)."""
+    params = {p.path: row[p.path] for p in space.params}
+    cfg = build_config(space.kind, space.base, params, where="best config: ")
+    d = to_dict(cfg)
+    d.pop("output", None)
+    return d
+
+
+def _space_record(space: SearchSpace) -> dict:
+    return {"fingerprint": space.fingerprint(), "source": space.source, "space": space.to_file_dict()}
+
+
+def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never", "force"] = "auto",
+              name: str = RUN_NAME, stop: Any = None, quiet: bool = True) -> dict:
+    """Run (or resume) a sweep; returns the summary (also ``OUTPUT/summary.json``).
+
+    ``resume``: ``auto`` restores ``OUTPUT/name`` with ``Tuner.restore`` when it holds an earlier sweep (unfinished
+    and errored trials are resumed from their last checkpoint; finished ones are kept), else starts fresh;
+    ``never`` refuses an OUTPUT that already holds a sweep; ``force`` requires one. A restored sweep must have the
+    same space (fingerprint in ``OUTPUT/space.json``). ``stop``: a Tune stopper (tests interrupt a sweep with one).
+    """
+    from ray import tune
+
+    from macdiff_ray.train.runtime import init_ray
+
+    if resume not in ("auto", "never", "force"):
+        raise ConfigError(f"resume: {resume!r} is not one of ['auto', 'never', 'force']")
+    t0 = time.perf_counter()
+    out = Path(output)
+    exp = out / name
+    record_path = out / "space.json"
+    init_ray(quiet=quiet)
+    _check_cpus(space)
+    restorable = tune.Tuner.can_restore(str(exp.resolve()))
+    if restorable and resume == "never":
+        raise ConfigError(f"{exp}: already holds a sweep; use another --output or --resume auto")
+    if not restorable and resume == "force":
+        raise ConfigError(f"{exp}: no sweep to resume there")
+    if restorable:
+        saved = json.loads(record_path.read_text()) if record_path.is_file() else None
+        if saved is None or saved.get("fingerprint") != space.fingerprint():
+            raise ConfigError(
+                f"{record_path}: this sweep was started with another search space (fingerprint "
+                f"{saved.get('fingerprint') if saved else None} vs now {space.fingerprint()}); "
+                "use a new --output or the original space file"
+            )
+        tuner = tune.Tuner.restore(str(exp.resolve()), trainable=_trainable(space), resume_unfinished=True,
+                                   resume_errored=True, param_space=_param_space(space))
+    else:
+        write_json(str(record_path), _space_record(space))
+        tuner = build_tuner(space, str(out), name=name, stop=stop)
+    grid = tuner.fit()
+    rows = ranked_rows(space, grid)
+    md, csv_path = write_tables(rows, str(out))
+    summary = {
+        "experiment": str(exp),
+        "restored": bool(restorable),
+        "num_trials": len(rows),
+        "status_counts": {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped", "error")},
+        "metric": space.tune.metric,
+        "mode": space.tune.mode,
+        "table_md": str(md),
+        "table_csv": str(csv_path),
+        "best": rows[0] if rows else None,
+        "best_config": None,
+        "errors": [str(r.error) for r in grid if r.error is not None],
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    ok = [r for r in rows if r["status"] != "error" and r[f"{space.tune.metric}_best"] is not None]
+    if ok:
+        path = out / "best_config.json"
+        write_json(str(path), best_config(space, ok[0]))
+        summary["best_config"] = str(path)
+    write_json(str(out / "summary.json"), summary)
+    return summary
+
+
+__all__ = ["TrialHooks", "pretrain_trial", "augment_trial", "build_tuner", "run_sweep", "ranked_rows",
+           "write_tables", "best_config", "parse_space", "RUN_NAME"]

@@ -1,0 +1,134 @@
+"""Sweeps on real NW-UCLA with a local 2-CPU Ray: a 4-trial ASHA sweep completes (early-stopped trials do not
+leak CPUs), an interrupted sweep resumes with Tuner.restore, and the best config round-trips through
+experiments/pretrain.py --config."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from ray.tune import Stopper
+
+from macdiff_ray.config import ConfigError, from_dict
+from macdiff_ray.tune.space import parse_space
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _space(data_dir, search, **tune):
+    return parse_space({
+        "kind": "pretrain",
+        "base": {"data_dir": str(data_dir), "benchmark": "ucla-xview", "preset": "tiny", "epochs": 2,
+                 "batch_size": 16, "max_steps_per_epoch": 2, "num_frames": 32, "warmup_epochs": 1.0,
+                 "checkpoint_every": 1, "use_gpu": "no"},
+        "search": search,
+        "tune": {"metric": "knn_top1", "mode": "max", "max_concurrent": 1, "resources": {"cpu": 1, "gpu": 0},
+                 "knn_max_train": 200, **tune},
+    }, "test-space")
+
+
+def _load_pretrain_cli():
+    spec = importlib.util.spec_from_file_location("pretrain_cli", REPO / "experiments" / "pretrain.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _result_lines(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def test_four_trial_asha_sweep_and_best_config(ray_session, ucla_prepared, tmp_path):
+    from macdiff_ray.train.config import PretrainConfig
+    from macdiff_ray.tune.sweep import run_sweep
+
+    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}, "model.dec_depth": {"grid": [1, 2]}},
+                   scheduler="asha", grace_period=1, reduction_factor=2)
+    out = tmp_path / "sweep"
+    summary = run_sweep(space, str(out))
+    assert summary["errors"] == [] and summary["num_trials"] == 4
+    counts = summary["status_counts"]
+    assert counts["error"] == 0 and counts["completed"] >= 1 and counts["completed"] + counts["stopped"] == 4
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 and [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
+    assert {"trial_id", "diffusion.tau", "model.dec_depth", "knn_top1_last", "knn_top1_best", "loss", "epochs",
+            "status"} <= set(rows[0])
+    best = [float(r["knn_top1_best"]) for r in rows]
+    assert best == sorted(best, reverse=True) and all(0.0 <= b <= 1.0 for b in best)
+    assert {(float(r["diffusion.tau"]), int(r["model.dec_depth"])) for r in rows} == {
+        (-1.0, 1), (-1.0, 2), (1.0, 1), (1.0, 2)}
+    md = (out / "results.md").read_text().splitlines()
+    assert md[0].startswith("| rank | trial_id") and len(md) == 2 + 4
+
+    # the reported proxy is in every result line (ASHA reads it), measured on the last epoch of a finished trial
+    for trial_dir in (out / "sweep").glob("pretrain_trial_*"):
+        lines = _result_lines(trial_dir)
+        assert lines and all("knn_top1" in r and "loss" in r for r in lines)
+        if lines[-1]["epoch"] == 2:
+            assert lines[-1]["knn_epoch"] == 2
+
+    # best_config.json is accepted by experiments/pretrain.py --config and carries the best trial's values
+    cli = _load_pretrain_cli()
+    cfg = cli.build_config(cli.parse_args(["--config", str(out / "best_config.json"), "--output", str(tmp_path / "r")]))
+    assert isinstance(cfg, PretrainConfig)
+    assert cfg.diffusion.tau == float(rows[0]["diffusion.tau"])
+    assert cfg.model_overrides == {"dec_depth": int(rows[0]["model.dec_depth"])}
+    assert cfg.preset == "tiny" and cfg.data_dir == str(ucla_prepared) and cfg.output == str(tmp_path / "r")
+    saved = json.loads((out / "best_config.json").read_text())
+    assert from_dict(PretrainConfig, {**saved, "output": str(tmp_path / "r")}) == cfg
+
+
+class _StopAfterReports(Stopper):
+    """Interrupt the whole sweep after ``n`` reported epochs (stands in for a killed driver)."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def __call__(self, trial_id, result):
+        self.seen += 1
+        return False
+
+    def stop_all(self):
+        return self.seen >= self.n
+
+
+def test_interrupted_sweep_resumes(ray_session, ucla_prepared, tmp_path):
+    from macdiff_ray.tune.sweep import run_sweep
+
+    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}}, scheduler="fifo")
+    out = tmp_path / "sweep"
+    first = run_sweep(space, str(out), stop=_StopAfterReports(1))  # interrupted after trial 1's first epoch
+    assert not first["restored"] and first["status_counts"]["completed"] < 2
+    before = {d.name: _result_lines(d) for d in (out / "sweep").glob("pretrain_trial_*") if (d / "result.json").exists()}
+    assert sum(len(v) for v in before.values()) >= 1
+
+    with pytest.raises(ConfigError, match="another search space"):  # a resumed sweep must keep its space
+        run_sweep(_space(ucla_prepared, {"diffusion.tau": {"grid": [0.0]}}, scheduler="fifo"), str(out))
+    with pytest.raises(ConfigError, match="already holds a sweep"):
+        run_sweep(space, str(out), resume="never")
+
+    second = run_sweep(space, str(out))  # resume=auto: Tuner.restore
+    assert second["restored"] and second["errors"] == []
+    assert second["num_trials"] == 2 and second["status_counts"]["completed"] == 2
+    after = {d.name: _result_lines(d) for d in (out / "sweep").glob("pretrain_trial_*")}
+    assert set(before) <= set(after) and len(after) == 2
+    for name, lines in after.items():
+        epochs = [r["epoch"] for r in lines]
+        assert epochs[-1] == 2 and len(set(epochs)) == len(epochs), (name, epochs)  # no epoch trained twice
+    interrupted = [n for n, lines in before.items() if lines[-1]["epoch"] < 2]
+    for name in interrupted:  # the interrupted trial continued from its checkpoint, not from scratch
+        assert after[name][-1]["resumed_from_epoch"] == before[name][-1]["epoch"]
+    assert (out / "best_config.json").is_file()
+
+
+def test_cpu_starvation_refused(ray_session, ucla_prepared, tmp_path):
+    from macdiff_ray.tune.sweep import run_sweep
+
+    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [0.0]}}, scheduler="fifo", max_concurrent=2)
+    with pytest.raises(ConfigError, match="Ray Data"):
+        run_sweep(space, str(tmp_path / "s"))
+    assert not (tmp_path / "s" / "sweep").exists()
