@@ -157,3 +157,17 @@ def save_json(cfg: Any, path: str | os.PathLike) -> None:
     tmp = p.with_suffix(p.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, p)
+
+
+def absolute_paths(cfg: T, *fields: str) -> T:
+    """``cfg`` with the named local-path fields made absolute (URIs such as ``s3://`` and empty values untouched).
+
+    Ray Train workers, Tune trials and actors do not run in the driver's working directory, so a relative
+    ``--data prepared/ucla`` would name another folder there.
+    """
+    changes = {}
+    for name in fields:
+        value = getattr(cfg, name)
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            changes[name] = os.path.abspath(value)
+    return dataclasses.replace(cfg, **changes) if changes else cfg

@@ -76,3 +76,10 @@ def synthetic_prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic") / "prepared"
     prepare_dataset("synthetic", None, out, progress=False, synthetic_options={"num_samples": 240, "num_classes": 6, "seed": 0})
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the `ray start`/`ray stop` job-submission test first: `ray stop` ends every Ray on the machine, so it
+    must not run while the session-wide local Ray (started lazily by ``ray_session``) is alive."""
+    first = [i for i in items if i.get_closest_marker("job_submit")]
+    items[:] = first + [i for i in items if not i.get_closest_marker("job_submit")]

@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
-from ray.tune import Stopper
+from ray.tune import Callback
 
 from macdiff_ray.config import ConfigError, from_dict
 from macdiff_ray.tune.space import parse_space
@@ -45,7 +47,7 @@ def test_four_trial_asha_sweep_and_best_config(ray_session, ucla_prepared, tmp_p
     from macdiff_ray.train.config import PretrainConfig
     from macdiff_ray.tune.sweep import run_sweep
 
-    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}, "model.dec_depth": {"grid": [1, 2]}},
+    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}, "model.dec_depth": {"grid": [2, 1]}},
                    scheduler="asha", grace_period=1, reduction_factor=2)
     out = tmp_path / "sweep"
     summary = run_sweep(space, str(out))
@@ -61,6 +63,8 @@ def test_four_trial_asha_sweep_and_best_config(ray_session, ucla_prepared, tmp_p
     assert best == sorted(best, reverse=True) and all(0.0 <= b <= 1.0 for b in best)
     assert {(float(r["diffusion.tau"]), int(r["model.dec_depth"])) for r in rows} == {
         (-1.0, 1), (-1.0, 2), (1.0, 1), (1.0, 2)}
+    for r in rows:  # ASHA-stopped trials ran fewer epochs; finished ones all of them
+        assert int(r["epochs"]) == (2 if r["status"] == "completed" else 1)
     md = (out / "results.md").read_text().splitlines()
     assert md[0].startswith("| rank | trial_id") and len(md) == 2 + 4
 
@@ -82,18 +86,18 @@ def test_four_trial_asha_sweep_and_best_config(ray_session, ucla_prepared, tmp_p
     assert from_dict(PretrainConfig, {**saved, "output": str(tmp_path / "r")}) == cfg
 
 
-class _StopAfterReports(Stopper):
-    """Interrupt the whole sweep after ``n`` reported epochs (stands in for a killed driver)."""
+class _InterruptOnce(Callback):
+    """Ctrl-C (SIGINT to the driver) once the ``n``-th trial checkpoint is registered: Tune saves its state and
+    returns. Tuner.restore unpickles this callback with the run config, so a marker file makes it fire only once."""
 
-    def __init__(self, n: int):
-        self.n, self.seen = n, 0
+    def __init__(self, n: int, marker: Path):
+        self.n, self.seen, self.marker = n, 0, marker
 
-    def __call__(self, trial_id, result):
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         self.seen += 1
-        return False
-
-    def stop_all(self):
-        return self.seen >= self.n
+        if self.seen == self.n and not self.marker.exists():
+            self.marker.write_text("interrupted\n")
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_interrupted_sweep_resumes(ray_session, ucla_prepared, tmp_path):
@@ -101,8 +105,10 @@ def test_interrupted_sweep_resumes(ray_session, ucla_prepared, tmp_path):
 
     space = _space(ucla_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}}, scheduler="fifo")
     out = tmp_path / "sweep"
-    first = run_sweep(space, str(out), stop=_StopAfterReports(1))  # interrupted after trial 1's first epoch
-    assert not first["restored"] and first["status_counts"]["completed"] < 2
+    # interrupted after 3 checkpointed epochs: trial 1 finished (2 epochs), trial 2 after its first epoch
+    first = run_sweep(space, str(out), callbacks=[_InterruptOnce(3, tmp_path / "interrupted")])
+    assert not first["restored"] and (tmp_path / "interrupted").exists()
+    assert first["status_counts"]["completed"] == 1 and first["num_trials"] == 2
     before = {d.name: _result_lines(d) for d in (out / "sweep").glob("pretrain_trial_*") if (d / "result.json").exists()}
     assert sum(len(v) for v in before.values()) >= 1
 

@@ -81,6 +81,12 @@ def test_output_in_base_and_multiworker_trials_refused():
         parse_space(_space(base={"num_workers": 2}), "s.yaml")
 
 
+def test_asha_rungs_must_fall_on_proxy_epochs():
+    with pytest.raises(ConfigError, match="grace_period"):
+        parse_space(_space(tune={"scheduler": "asha", "grace_period": 3, "proxy_every": 2}), "s.yaml")
+    assert parse_space(_space(tune={"scheduler": "asha", "grace_period": 4, "proxy_every": 2}), "s").tune.proxy_every == 2
+
+
 def test_apply_params_routes_dotted_paths():
     out = apply_params("pretrain", {"preset": "tiny", "diffusion": {"num_steps": 1000}},
                        {"diffusion.tau": -1.0, "model.mask_ratio": 0.8, "lr": 3e-4})

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from macdiff_ray.config import ConfigError, replace
+from macdiff_ray.config import ConfigError, absolute_paths, replace
 from macdiff_ray.eval.probe import EvalCommon, run_protocol
 from macdiff_ray.train.logging import join, write_json
 
@@ -110,6 +110,7 @@ def run_finetune(cfg: FinetuneConfig, *, augmenter: Any = None, quiet: bool = Fa
     """One run per seed (``cfg.seeds``, or ``cfg.seed``); with several seeds, ``OUTPUT/results.json`` holds the
     mean (``top1_last`` ...) and std (``top1_last_std`` ...) over seeds and each seed's run is in
     ``OUTPUT/seed_<s>/``. ``augmenter``: see the module docstring (built from ``cfg.augment`` when None)."""
+    cfg = absolute_paths(cfg, "data_dir", "checkpoint", "joint_map", "output")
     seeds = list(cfg.seeds) or [cfg.seed]
     if len(seeds) == 1 and not cfg.seeds:
         aug = augmenter if augmenter is not None else (_build_augmenter(cfg, cfg.seed) if cfg.augment else None)

@@ -49,7 +49,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from macdiff_ray.config import ConfigError, from_dict, to_dict
+from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
 
 __all__ = [
     "CONDITIONS", "ReconstructConfig", "SampleConfig", "visible_token_mask", "visible_condition",
@@ -524,6 +524,7 @@ def _load_generator(checkpoint: str, data_dir: str):
 def run_reconstruct(cfg: ReconstructConfig) -> dict:
     """Run the reconstruction table; writes ``results.json``, ``reconstruction.md`` and pictures into
     ``cfg.output``; returns the results dict (rows carry ``macdiff_m``/``_mm``, baselines, ``num_persons``)."""
+    cfg = absolute_paths(cfg, "checkpoint", "data_dir", "output")
     from macdiff_ray.eval.gen_metrics import mpjpe
     from macdiff_ray.eval.occlusion import linear_interpolation_fill, mean_pose_fill
     from macdiff_ray.train.checkpoint import code_version
@@ -643,6 +644,7 @@ def generation_markdown(result: Mapping[str, Any]) -> str:
 def run_sample(cfg: SampleConfig) -> dict:
     """Generate, featurise and score; writes ``results.json``, ``generation.md``, ``samples.npy`` (metres) and
     pictures into ``cfg.output``; returns the results dict."""
+    cfg = absolute_paths(cfg, "checkpoint", "data_dir", "output", "classifier")
     from macdiff_ray.eval.classifier_features import load_feature_extractor
     from macdiff_ray.eval.gen_metrics import generation_metrics
     from macdiff_ray.train.checkpoint import code_version

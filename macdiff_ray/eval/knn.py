@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from macdiff_ray.config import ConfigError, to_dict
+from macdiff_ray.config import ConfigError, absolute_paths, to_dict
 
 
 def knn_scores(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, num_classes: int, k: int = 20,
@@ -66,6 +66,7 @@ class KnnConfig:
 
 def run_knn(cfg: KnnConfig) -> dict:
     """Embed train and test, classify test by kNN; writes ``results.json`` when ``cfg.output`` is set."""
+    cfg = absolute_paths(cfg, "data_dir", "checkpoint", "joint_map", "output")
     from macdiff_ray.eval.embed import collect_features, embed_split
     from macdiff_ray.eval.features import describe_eval_data
     from macdiff_ray.eval.probe import topk_correct

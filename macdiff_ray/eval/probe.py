@@ -28,7 +28,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
-from macdiff_ray.config import ConfigError, from_dict, to_dict
+from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
 from macdiff_ray.train import checkpoint as ckpt_lib
 from macdiff_ray.train.logging import RankZeroWriter, join, log, read_json, write_json
 
@@ -495,6 +495,7 @@ def default_label(cfg: EvalCommon, protocol: str) -> str:
 def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet: bool = False,
                  extra_results: Optional[dict] = None) -> dict:
     """Run (or resume) one linear/fine-tune run on Ray Train; writes and returns ``results.json``."""
+    cfg = absolute_paths(cfg, "data_dir", "checkpoint", "joint_map", "output")
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 

@@ -34,7 +34,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from macdiff_ray.config import ConfigError, from_dict, replace, to_dict
+from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
 from macdiff_ray.train import checkpoint as ckpt_lib
 from macdiff_ray.train.config import RESUMABLE_CHANGES, PretrainConfig, resolve_model_config, steps_per_epoch
 from macdiff_ray.train.logging import RankZeroWriter, join, log, progress_line, read_json, write_json
@@ -334,23 +334,13 @@ def build_trainer(
     )
 
 
-def absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
-    """Local ``data_dir``/``output`` made absolute: Ray workers do not run in the driver's working directory."""
-    changes = {}
-    for name in ("data_dir", "output"):
-        value = getattr(cfg, name)
-        if value and "://" not in value and not os.path.isabs(value):
-            changes[name] = os.path.abspath(value)
-    return replace(cfg, **changes) if changes else cfg
-
-
 def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     """Run (or resume) one pretraining run end to end; returns the ``results.json`` dict."""
     from macdiff_ray.train.runtime import init_ray, resolve_use_gpu
 
     if not cfg.output:
         raise ConfigError("PretrainConfig.output: empty; give a run directory or URI (--output)")
-    cfg = absolute_paths(cfg)
+    cfg = absolute_paths(cfg, "data_dir", "output")
     t0 = time.perf_counter()
     info = describe_data(cfg)
     model_cfg = resolve_model_config(cfg, info["num_joints"])

@@ -244,6 +244,10 @@ def parse_space(data: Mapping[str, Any], source: str = "<space>") -> SearchSpace
         tune = from_dict(TuneSettings, tune_raw, _path="tune")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
+    if (kind == "pretrain" and tune.scheduler == "asha" and tune.metric.startswith("knn")
+            and tune.grace_period % tune.proxy_every):
+        raise ConfigError(f"{source}: tune.grace_period: {tune.grace_period} is not a multiple of tune.proxy_every "
+                          f"{tune.proxy_every}; ASHA would judge trials on a stale kNN value")
     if kind == "augment":
         if tune.scheduler != "fifo":
             raise ConfigError(f"{source}: tune.scheduler: {tune.scheduler!r}; augment trials report once at the end "

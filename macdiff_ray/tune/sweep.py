@@ -121,17 +121,27 @@ def pretrain_trial(config: dict) -> None:
 def augment_trial(config: dict) -> None:
     """Tune function trainable of ``kind: augment``: one fine-tuning run with diffusion augmentation (t_s =
     ``t_start``, L = ``aug_ratio``), reported once at the end."""
+    import ray
     import ray.tune
-
-    from macdiff_ray.eval.finetune import run_finetune
 
     ctx = ray.tune.get_context()
     base = dict(config["base"], output=str(Path(ctx.get_trial_dir()) / "run"))
     cfg = build_config("augment", base, config["params"], where=f"trial {ctx.get_trial_id()}: ")
-    res = run_finetune(cfg, quiet=True)
+    # Outside the trial's placement group: the augmenter's actors and the fine-tuning trainer declare their own
+    # resources, which the trial's small bundle would otherwise have to hold (child tasks are captured by default).
+    task = ray.remote(num_cpus=0)(_run_finetune_dict).options(scheduling_strategy="DEFAULT")
+    res = ray.get(task.remote(to_dict(cfg)))
     keys = ("top1_last", "top1_best", "top5_last", "top5_best", "wall_time_s")
     ray.tune.report({k: float(res[k]) for k in keys if isinstance(res.get(k), (int, float))}
                     | {"epoch": int(cfg.epochs)})
+
+
+def _run_finetune_dict(cfg_dict: dict) -> dict:
+    from macdiff_ray.config import from_dict
+    from macdiff_ray.eval.finetune import FinetuneConfig, run_finetune
+
+    res = run_finetune(from_dict(FinetuneConfig, cfg_dict), quiet=True)
+    return {k: v for k, v in res.items() if isinstance(v, (int, float, str, bool))}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -150,6 +160,17 @@ def _check_cpus(space: SearchSpace) -> None:
             f"cluster's {total:g} CPUs leaves under 0.25 CPU for the Ray Data read/transform tasks of the trials "
             "(they would hang); lower tune.max_concurrent or tune.resources.cpu"
         )
+    if space.kind == "augment" and total:
+        # per trial: its 0.01 CPU, the fine-tuning workers, the augmenter's actors (0.5 CPU each, augment/pool.py)
+        cfg = build_config("augment", space.base, {})
+        used = t.max_concurrent * (0.01 + cfg.num_workers * cfg.cpus_per_worker
+                                   + (0.5 * cfg.augment_actors if cfg.augment else 0.0))
+        if total - used < 1.0:
+            raise ConfigError(
+                f"tune/base: {t.max_concurrent} concurrent fine-tuning trial(s) hold {used:g} of the cluster's "
+                f"{total:g} CPUs, leaving under 1 CPU for Ray Data tasks (observed hang on 2 CPUs); lower "
+                "base.cpus_per_worker (e.g. 0.25), base.augment_actors or tune.max_concurrent"
+            )
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
     if t.resources.gpu > gpus:
         raise ConfigError(f"tune.resources.gpu: {t.resources.gpu:g} per trial but the cluster has {gpus:g} GPU(s)")
@@ -180,7 +201,8 @@ def _max_epochs(space: SearchSpace) -> int:
     return int(cfg.epochs)
 
 
-def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: Any = None):
+def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: Any = None,
+                callbacks: Optional[list] = None):
     """A fresh ``Tuner`` for ``space`` writing to ``output/name`` (Ray must be initialised)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -202,7 +224,7 @@ def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: 
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(Path(output).resolve()), stop=stop,
+            name=name, storage_path=str(Path(output).resolve()), stop=stop, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=t.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=0), verbose=0,
         ),
@@ -283,13 +305,15 @@ def _space_record(space: SearchSpace) -> dict:
 
 
 def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never", "force"] = "auto",
-              name: str = RUN_NAME, stop: Any = None, quiet: bool = True) -> dict:
+              name: str = RUN_NAME, stop: Any = None, callbacks: Optional[list] = None,
+              quiet: bool = True) -> dict:
     """Run (or resume) a sweep; returns the summary (also ``OUTPUT/summary.json``).
 
     ``resume``: ``auto`` restores ``OUTPUT/name`` with ``Tuner.restore`` when it holds an earlier sweep (unfinished
     and errored trials are resumed from their last checkpoint; finished ones are kept), else starts fresh;
     ``never`` refuses an OUTPUT that already holds a sweep; ``force`` requires one. A restored sweep must have the
-    same space (fingerprint in ``OUTPUT/space.json``). ``stop``: a Tune stopper (tests interrupt a sweep with one).
+    same space (fingerprint in ``OUTPUT/space.json``). ``stop``/``callbacks``: a Tune stopper and Tune callbacks for a
+    fresh sweep (tests interrupt one with a callback that sends SIGINT, as Ctrl-C would).
     """
     from ray import tune
 
@@ -320,7 +344,7 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
                                    resume_errored=True, param_space=_param_space(space))
     else:
         write_json(str(record_path), _space_record(space))
-        tuner = build_tuner(space, str(out), name=name, stop=stop)
+        tuner = build_tuner(space, str(out), name=name, stop=stop, callbacks=callbacks)
     grid = tuner.fit()
     rows = ranked_rows(space, grid)
     md, csv_path = write_tables(rows, str(out))
