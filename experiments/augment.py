@@ -53,13 +53,11 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     init_ray(quiet=True)
     if args.smoke_test:
-        from macdiff_ray.data.prepare import prepare_dataset
+        from macdiff_ray.cli import smoke_dataset
 
         tmp = Path(tempfile.mkdtemp(prefix="macdiff_augment_smoke_"))
         if args.data_dir is None:
-            args.data_dir = str(tmp / "synthetic")
-            prepare_dataset("synthetic", None, args.data_dir, progress=False,
-                            synthetic_options={"num_samples": 96, "num_classes": 4, "seed": 0})
+            args.data_dir = smoke_dataset()
             args.benchmark = "synthetic"
         if args.checkpoint is None:
             args.checkpoint = str(save_random_checkpoint(args.data_dir, args.benchmark, tmp / "ckpt"))

@@ -38,11 +38,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.smoke_test:
         if not a.data:
-            from macdiff_ray.data.prepare import prepare_dataset
+            from macdiff_ray.cli import smoke_dataset
 
-            a.data = str(Path(tempfile.mkdtemp(prefix="macdiff_smoke_")) / "synthetic")
-            prepare_dataset("synthetic", None, a.data, progress=False,
-                            synthetic_options={"num_samples": 96, "num_classes": 4, "seed": 0})
+            a.data = smoke_dataset()
             a.benchmark = a.benchmark or "synthetic"
         if not a.checkpoint:
             a.random_init, a.preset = True, a.preset or "tiny"

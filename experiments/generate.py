@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--checkpoint", help="pretraining checkpoint dir, checkpoint.pt or run dir")
     model.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    model.add_argument("--clip-x0", dest="clip_x0", type=float, default=8.0,
+                       help="clamp of the predicted x0 in normalised units during sampling (<= 0: off)")
     model.add_argument("--workers", type=int, default=1, help="Ray actors K (0: in this process)")
     model.add_argument("--chunk-size", dest="chunk_size", type=int, default=32, help="sequences per actor call")
     model.add_argument("--render", type=int, default=None, help="examples to draw (0: no pictures)")
@@ -91,13 +93,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _smoke(args: argparse.Namespace) -> None:
     """Synthetic data and an untrained tiny checkpoint (T0 = 16 frames) in a temp dir."""
     from macdiff_ray.augment.offline import save_random_checkpoint
-    from macdiff_ray.data.prepare import prepare_dataset
+    from macdiff_ray.cli import smoke_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="macdiff_generate_smoke_"))
     if args.data_dir is None:
-        args.data_dir = str(tmp / "synthetic")
-        prepare_dataset("synthetic", None, args.data_dir, progress=False,
-                        synthetic_options={"num_samples": 64, "num_classes": 4, "seed": 0})
+        args.data_dir = smoke_dataset(num_samples=64)
         args.benchmark = "synthetic"
     if getattr(args, "checkpoint", "x") is None:
         args.checkpoint = str(save_random_checkpoint(args.data_dir, args.benchmark, tmp / "ckpt"))
@@ -139,6 +139,7 @@ def main(argv=None) -> dict:
     values = {k: getattr(args, k) for k in keys}
     if args.render is not None:
         values["render"] = args.render
+    values["clip_x0"] = args.clip_x0 if args.clip_x0 > 0 else None
     result = run(config_from_args(cls, values))
     print((Path(args.output) / table).read_text())
     print(json.dumps({"output": args.output, "wall_time_s": round(result["wall_time_s"], 2)}, indent=2))

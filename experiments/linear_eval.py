@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from macdiff_ray.config import ConfigError, from_dict, load_file  # noqa: E402
+from macdiff_ray.cli import merge_values, smoke_dataset  # noqa: E402
+from macdiff_ray.config import ConfigError, from_dict  # noqa: E402
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -49,19 +50,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_values(args: argparse.Namespace, smoke: dict, skip: tuple[str, ...] = ()) -> dict:
-    values: dict = load_file(args.config) if args.config else {}
-    if args.smoke_test:
-        values.update(smoke)
-    values.update({k: v for k, v in vars(args).items()
-                   if k not in ("config", "smoke_test") + skip and v is not None})
+    values = merge_values(args, smoke, skip)
     if args.smoke_test:
         if "data_dir" not in values:
-            from macdiff_ray.data.prepare import prepare_dataset
-
-            data = Path(tempfile.mkdtemp(prefix="macdiff_smoke_")) / "synthetic"
-            prepare_dataset("synthetic", None, data, progress=False,
-                            synthetic_options={"num_samples": 96, "num_classes": 4, "seed": 0})
-            values["data_dir"] = str(data)
+            values["data_dir"] = smoke_dataset()
             values.setdefault("benchmark", "synthetic")
         if not values.get("checkpoint") and values.get("feature") != "raw":
             values.setdefault("random_init", True)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from macdiff_ray.config import ConfigError, from_dict, load_file  # noqa: E402
+from macdiff_ray.cli import merge_values, smoke_dataset  # noqa: E402
+from macdiff_ray.config import ConfigError, from_dict  # noqa: E402
 from macdiff_ray.train import PretrainConfig, run_pretrain, smoke_overrides  # noqa: E402
 
 
@@ -42,19 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> PretrainConfig:
-    values: dict = load_file(args.config) if args.config else {}
-    if args.smoke_test:
-        values.update(smoke_overrides())
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "smoke_test") and v is not None}
-    values.update(flags)
+    values = merge_values(args, smoke_overrides())
     if args.smoke_test:
         if "data_dir" not in values:
-            from macdiff_ray.data.prepare import prepare_dataset
-
-            data = Path(tempfile.mkdtemp(prefix="macdiff_smoke_")) / "synthetic"
-            prepare_dataset("synthetic", None, data, progress=False,
-                            synthetic_options={"num_samples": 96, "num_classes": 4, "seed": 0})
-            values["data_dir"] = str(data)
+            values["data_dir"] = smoke_dataset()
             values.setdefault("benchmark", "synthetic")
         values.setdefault("output", tempfile.mkdtemp(prefix="macdiff_smoke_run_"))
     return from_dict(PretrainConfig, values)

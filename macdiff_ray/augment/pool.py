@@ -180,6 +180,24 @@ def model_bundle(ckpt: Mapping[str, Any], diffusion: Optional[Mapping[str, Any]]
     }
 
 
+def worker_device() -> torch.device:
+    """CUDA inside a Ray worker (or driver) that Ray gave a GPU, else CPU."""
+    import ray
+
+    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_frozen_model(bundle: Mapping[str, Any], num_threads: int = 1):
+    """(model, schedule, device) of a :func:`model_bundle` for an actor: eval mode, no gradients, on
+    :func:`worker_device`, with ``num_threads`` torch CPU threads."""
+    torch.set_num_threads(max(1, int(num_threads)))
+    device = worker_device()
+    model, schedule = _build_model(bundle, device)
+    return model, schedule, device
+
+
 def _build_model(bundle: Mapping[str, Any], device: torch.device):
     from macdiff_ray.diffusion import DiffusionConfig, make_schedule
     from macdiff_ray.model import MacDiff, ModelConfig
@@ -206,16 +224,7 @@ class AugmentWorker:
 
     def __init__(self, bundle: Mapping[str, Any], t_start: int, data_stats: Mapping[str, Sequence[float]],
                  num_threads: int = 1):
-        torch.set_num_threads(max(1, int(num_threads)))
-        self.device = torch.device("cpu")
-        try:
-            import ray
-
-            if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
-                self.device = torch.device("cuda")
-        except Exception:  # noqa: BLE001 - outside a Ray worker: CPU
-            pass
-        self.model, self.schedule = _build_model(bundle, self.device)
+        self.model, self.schedule, self.device = load_frozen_model(bundle, num_threads)
         self.t_start = int(t_start)
         d_mean, d_std = (np.asarray(data_stats[k], np.float64) for k in ("mean", "std"))
         c_mean, c_std = (np.asarray(bundle["stats"][k], np.float64) for k in ("mean", "std"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from macdiff_ray.config import ConfigError, absolute_paths, replace
 from macdiff_ray.eval.probe import EvalCommon, run_protocol

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-import numpy as np
 import torch
 
 from macdiff_ray.config import ConfigError, absolute_paths, to_dict
