@@ -184,3 +184,13 @@ def test_inpaint_keeps_known_entries(resample):
     # With the exact oracle of x, the unknown entries are recovered too.
     rec = inpaint(s, _oracle(s, x.double()), x.double(), known, steps=8, resample=resample, eta=0.0, generator=g)
     torch.testing.assert_close(rec, x.double())
+
+
+def test_sampling_starts_where_alpha_bar_is_not_degenerate():
+    from macdiff_ray.diffusion.gaussian import MIN_START_ALPHA_BAR, sampling_start
+
+    for name in ("tau", "cosine", "linear"):
+        s = make_schedule(DiffusionConfig(schedule=name))
+        t0 = sampling_start(s)
+        assert t0 < s.num_steps - 1  # alpha_bar(T-1) ~ 0 for all three schedules
+        assert float(s.alphas_cumprod[t0]) >= MIN_START_ALPHA_BAR > float(s.alphas_cumprod[t0 + 1])
