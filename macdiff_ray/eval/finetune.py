@@ -88,6 +88,9 @@ def _build_augmenter(cfg: FinetuneConfig, seed: int):
         from macdiff_ray.augment.pool import build_augmenter
     except ImportError as e:
         raise ConfigError(f"--augment: macdiff_ray.augment.pool.build_augmenter is not available ({e})") from e
+    from macdiff_ray.train.runtime import init_ray
+
+    init_ray()  # the augmentation actors need Ray before the Ray Train run starts it
     # The augmenter selects the same class-stratified subset through the same data-layer function
     # (select_split with labeled_fraction/subset_seed), so sources == the labelled training rows.
     return build_augmenter(cfg.checkpoint, cfg.data_dir, cfg.benchmark, t_start=cfg.t_start, ratio=cfg.aug_ratio,
