@@ -34,5 +34,5 @@ python experiments/sweep.py --space configs/sweeps/tau.yaml --data prepared/ucla
 # features for FID/KID/precision/recall from the fine-tuned classifier (e_finetuned)
 python experiments/generate.py reconstruct --checkpoint runs/ucla_tiny --data prepared/ucla --benchmark ucla-xview \
     --split test --num-samples 128 --steps 25 --workers 2 --output runs/gen_rec_ucla
-python experiments/generate.py sample --checkpoint runs/ucla_tiny --classifier $E/e_finetuned --data prepared/ucla \
+python experiments/generate.py sample --checkpoint runs/ucla_tiny --classifier $E/e_finetuned/seed_0 --data prepared/ucla \
     --benchmark ucla-xview --num-samples 464 --steps 25 --workers 2 --output runs/gen_sample_ucla
