@@ -116,40 +116,24 @@ def load_sources(
     order, the order ``stratified_subset`` is drawn in); ``labeled_fraction`` draws that subset here instead;
     neither: the whole training split. Rows come back in ``sample_id`` order.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from macdiff_ray.data.pipeline import dataset_stats
+    from macdiff_ray.data.pipeline import dataset_stats, read_transformed
     from macdiff_ray.data.transforms import EvalTransform
 
     ids, shards = _train_selection(data_dir, benchmark, labeled_indices, labeled_fraction, subset_seed)
     stats = dataset_stats(data_dir, benchmark)
     transform = EvalTransform(stats, num_frames=num_frames, crop=crop, persons=persons)
-    wanted = pa.array([str(i) for i in ids], pa.string())
     meta_cols = ("subject", "view", "setup", "replication", "split")
-    xs, valids, labels, sids = [], [], [], []
-    metas: dict[str, list] = {c: [] for c in meta_cols}
-    for shard in shards:
-        table = pq.read_table(shard, filters=pc.field("sample_id").isin(wanted))
-        for a in range(0, table.num_rows, read_batch):
-            part = table.slice(a, read_batch)
-            out = transform(part)
-            xs.append(out["x"])  # (B, M, T0, V, C)
-            valids.append(out["person_valid"])  # (B, M)
-            labels.append(out["label"])  # (B,)
-            sids.extend(part.column("sample_id").to_pylist())
-            for c in meta_cols:
-                metas[c].extend(part.column(c).to_pylist())
-    if len(sids) != len(ids):
-        raise ValueError(f"{data_dir}: found {len(sids)} of the {len(ids)} selected training rows in the shards")
+    rows = read_transformed(shards, ids, transform, read_batch=read_batch, extra_columns=meta_cols)
+    if len(rows["sample_id"]) != len(ids):
+        raise ValueError(f"{data_dir}: found {len(rows['sample_id'])} of the {len(ids)} selected training rows in "
+                         "the shards")
     return Sources(
-        x=np.ascontiguousarray(np.concatenate(xs), dtype=np.float32),
-        person_valid=np.concatenate(valids).astype(bool),
-        label=np.concatenate(labels).astype(np.int64),
-        sample_id=np.asarray(sids, dtype=object),
-        meta={c: (np.asarray(v, dtype=object) if c == "split" else np.asarray(v, dtype=np.int32))
-              for c, v in metas.items()},
+        x=rows["x"],
+        person_valid=rows["person_valid"],
+        label=rows["label"],
+        sample_id=rows["sample_id"],
+        meta={c: (np.asarray(rows[c], dtype=object) if c == "split" else np.asarray(rows[c], dtype=np.int32))
+              for c in meta_cols},
         stats={"mean": list(stats.mean), "std": list(stats.std)},
     )
 

@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from macdiff_ray.config import ConfigError
 from macdiff_ray.data.benchmarks import benchmarks_for_dataset, split_filter
@@ -310,3 +312,40 @@ def _writable(v: np.ndarray) -> np.ndarray:
 
 def _is_decoded(x: Any) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.ndim == 5
+
+
+def read_transformed(
+    shards: Sequence[str | Path],
+    sample_ids: Sequence[str],
+    transform: Callable[[Any], dict],
+    *,
+    read_batch: int = 256,
+    extra_columns: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """Read the rows ``sample_ids`` from ``shards`` in this process and apply ``transform`` (e.g. EvalTransform).
+
+    For small selections that a driver or actor needs in memory (augmentation sources, generative test sets).
+    Returns ``x`` (N, M, T0, V, C) float32, ``person_valid`` (N, M) bool, ``label`` (N,) int64, ``sample_id``
+    (N,) object, plus each of ``extra_columns`` as a plain list; rows in shard order.
+    """
+    import pyarrow.parquet as pq
+
+    wanted = pa.array([str(i) for i in sample_ids], pa.string())
+    xs, valids, labels, sids = [], [], [], []
+    extra: dict[str, list] = {c: [] for c in extra_columns}
+    for shard in shards:
+        table = pq.read_table(shard, filters=pc.field("sample_id").isin(wanted))
+        for a in range(0, table.num_rows, read_batch):
+            part = table.slice(a, read_batch)
+            out = transform(part)
+            xs.append(out["x"])  # (B, M, T0, V, C)
+            valids.append(out["person_valid"])  # (B, M)
+            labels.append(out["label"])  # (B,)
+            sids.extend(part.column("sample_id").to_pylist())
+            for c in extra_columns:
+                extra[c].extend(part.column(c).to_pylist())
+    if not xs:
+        raise ValueError(f"none of the {len(sample_ids)} selected rows was found in {len(shards)} shard(s)")
+    return {"x": np.ascontiguousarray(np.concatenate(xs), np.float32),
+            "person_valid": np.concatenate(valids).astype(bool), "label": np.concatenate(labels).astype(np.int64),
+            "sample_id": np.asarray(sids, dtype=object), **extra}

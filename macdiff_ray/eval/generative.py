@@ -390,11 +390,7 @@ def load_split(data_dir: str, benchmark: str, split: str, *, stats: Mapping[str,
     ``x (N, M, T0, V, C)`` float32 normalised with ``stats``, ``person_valid (N, M)``, ``label (N,)``,
     ``sample_id (N,)``.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from macdiff_ray.data.pipeline import select_split
+    from macdiff_ray.data.pipeline import read_transformed, select_split
     from macdiff_ray.data.transforms import EvalTransform
 
     sel = select_split(data_dir, benchmark, split)
@@ -405,20 +401,7 @@ def load_split(data_dir: str, benchmark: str, split: str, *, stats: Mapping[str,
         keep = np.sort(np.random.default_rng([int(seed), 0x5A]).choice(len(ids), limit, replace=False))
         ids = ids[keep]
     transform = EvalTransform(stats, num_frames=num_frames, crop=crop)
-    wanted = pa.array([str(i) for i in ids], pa.string())
-    xs, valids, labels, sids = [], [], [], []
-    for shard in sel.shards:
-        table = pq.read_table(shard, filters=pc.field("sample_id").isin(wanted))
-        for a in range(0, table.num_rows, read_batch):
-            part = table.slice(a, read_batch)
-            out = transform(part)
-            xs.append(out["x"])  # (B, M, T0, V, C)
-            valids.append(out["person_valid"])  # (B, M)
-            labels.append(out["label"])  # (B,)
-            sids.extend(part.column("sample_id").to_pylist())
-    return {"x": np.ascontiguousarray(np.concatenate(xs), np.float32),
-            "person_valid": np.concatenate(valids).astype(bool), "label": np.concatenate(labels).astype(np.int64),
-            "sample_id": np.asarray(sids, dtype=object)}
+    return read_transformed(sel.shards, ids, transform, read_batch=read_batch)
 
 
 def train_mean_pose(data_dir: str, benchmark: str, *, stats: Mapping[str, Sequence[float]], num_frames: int,
