@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.eval.generative import (  # noqa: E402
-    ReconstructConfig, SampleConfig, config_from_args, render_sequences, run_reconstruct, run_sample,
+    CLIP_X0, ReconstructConfig, SampleConfig, config_from_args, render_sequences, run_reconstruct, run_sample,
 )
 
 
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--checkpoint", help="pretraining checkpoint dir, checkpoint.pt or run dir")
     model.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    model.add_argument("--clip-x0", dest="clip_x0", type=float, default=8.0,
+    model.add_argument("--clip-x0", dest="clip_x0", type=float, default=CLIP_X0,
                        help="clamp of the predicted x0 in normalised units during sampling (<= 0: off)")
     model.add_argument("--workers", type=int, default=1, help="Ray actors K (0: in this process)")
     model.add_argument("--chunk-size", dest="chunk_size", type=int, default=32, help="sequences per actor call")

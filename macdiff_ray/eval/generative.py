@@ -266,7 +266,9 @@ def reconstruct_batch(
     if condition == "none":
         run(torch.arange(x.shape[0]), None, None)
     elif condition == "zeroed":
-        z = model.encoder.forward_features(x_in).flatten(1, 2)  # (N, L, D) all tokens of the zeroed input
+        from macdiff_ray.augment.core import unmasked_condition
+
+        z = unmasked_condition(model, x_in)  # (N, L, D) all tokens of the zeroed input
         run(torch.arange(x.shape[0]), z, None)
     else:
         vis = visible_token_mask(known, model.cfg.patch_len)  # (N, L)
