@@ -2,7 +2,8 @@
 
     python experiments/generate.py reconstruct --checkpoint CKPT --data DIR --benchmark B --output OUT \
         [--split test] [--num-samples N (0 = all)] [--frames 10,20,40] [--parts trunk,left_arm,...] \
-        [--condition visible|zeroed|none] [--steps 50] [--resample 1] [--eta 1.0] [--workers K] [--seed S]
+        [--condition visible|visible-all|zeroed|none] [--guidance W] [--steps 50] [--resample 1] [--eta 1.0] \
+        [--workers K] [--seed S]
     python experiments/generate.py sample --checkpoint CKPT --data DIR --benchmark B --output OUT \
         [--classifier FINETUNE_CKPT] [--feature pooled|penultimate] [--num-samples 256] [--num-real 0] \
         [--steps 50] [--eta 0.0] [--workers K] [--seed S]
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.eval.generative import (  # noqa: E402
-    CLIP_X0, ReconstructConfig, SampleConfig, config_from_args, render_sequences, run_reconstruct, run_sample,
+    CLIP_X0, CONDITIONS, RECON_GUIDANCE, ReconstructConfig, SampleConfig, config_from_args, render_sequences, run_reconstruct, run_sample,
 )
 
 
@@ -64,9 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--num-samples", dest="num_samples", type=int, default=0, help="split samples (0 = all)")
     r.add_argument("--frames", type=_ints, default=[10, 20, 40], help="occluded frame counts, comma-separated")
     r.add_argument("--parts", type=_names, default=["trunk", "left_arm", "right_arm", "left_leg", "right_leg"])
-    r.add_argument("--condition", default="visible", choices=("visible", "zeroed", "none"),
-                   help="decoder condition: encoder on the observed tokens only (default), on the zero-filled "
-                        "input, or none (z dropped)")
+    r.add_argument("--condition", default="visible", choices=CONDITIONS,
+                   help="decoder condition: the encoder sees a fresh pretraining-sized draw of the observed tokens "
+                        "at every step (visible, default), every observed token (visible-all), the zero-filled "
+                        "input (zeroed), or nothing (none: z dropped)")
+    r.add_argument("--guidance", dest="recon_guidance", type=float, default=RECON_GUIDANCE,
+                   help="reconstruction-guidance weight (0: plain RePaint replacement)")
     r.add_argument("--resample", type=int, default=1, help="RePaint resampling per step")
     r.add_argument("--eta", type=float, default=1.0, help="DDIM eta of the inpainting steps")
 
@@ -131,7 +135,7 @@ def main(argv=None) -> dict:
     keys = ["checkpoint", "data_dir", "benchmark", "output", "split", "steps", "workers", "chunk_size", "seed",
             "num_samples", "eta"]
     if args.command == "reconstruct":
-        keys += ["frames", "parts", "condition", "resample"]
+        keys += ["frames", "parts", "condition", "resample", "recon_guidance"]
         cls, run, table = ReconstructConfig, run_reconstruct, "reconstruction.md"
     else:
         keys += ["classifier", "feature", "num_real"]

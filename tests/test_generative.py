@@ -15,8 +15,8 @@ from PIL import Image
 
 from macdiff_ray.config import ConfigError
 from macdiff_ray.eval.generative import (
-    ReconstructConfig, SampleConfig, reconstruct_batch, run_chunks, run_reconstruct, run_sample,
-    visible_condition, visible_token_mask,
+    ReconstructConfig, SampleConfig, draw_visible_subset, reconstruct_batch, run_chunks, run_reconstruct,
+    run_sample, visible_condition, visible_token_mask,
 )
 
 T0 = 16  # frames of the tiny test checkpoint (save_random_checkpoint's default)
@@ -66,24 +66,74 @@ def test_visible_condition_equals_pretraining_condition(tiny_model):
         visible_condition(model, x, bad)
 
 
-@pytest.mark.parametrize("condition", ["visible", "zeroed", "none"])
-def test_reconstruct_batch_keeps_known_entries_exactly(tiny_model, condition):
+def test_draw_visible_subset_takes_min_k_of_the_visible_tokens():
+    g = torch.Generator().manual_seed(0)
+    vis = torch.rand(6, 40, generator=g) < 0.6  # (n, L)
+    vis[0] = False  # no visible token
+    vis[1, :] = False
+    vis[1, :3] = True  # fewer than k
+    counts = vis.sum(1)
+    draws = [draw_visible_subset(vis, 5, g) for _ in range(50)]
+    for d in draws:
+        assert not bool((d & ~vis).any())  # only visible tokens
+        assert d.sum(1).tolist() == counts.clamp(max=5).tolist()
+    assert torch.equal(draws[0][1], vis[1])  # rows with <= k visible tokens keep them all
+    # every visible token of a large row gets drawn sometimes, and the draws differ
+    seen = torch.stack(draws).any(0)  # (n, L)
+    assert torch.equal(seen[2:], vis[2:])
+    assert not all(torch.equal(draws[0], d) for d in draws[1:])
+
+
+@pytest.mark.parametrize("condition,guidance", [("visible", 0.0), ("visible", 2.0), ("visible-all", 0.0),
+                                                ("zeroed", 0.0), ("none", 1.0)])
+def test_reconstruct_batch_keeps_known_entries_exactly(tiny_model, condition, guidance):
     from macdiff_ray.eval.occlusion import random_frame_occlusion_masks
 
     model, schedule = tiny_model
     V = model.cfg.num_joints
     x = torch.randn(4, T0, V, 3)  # (N, T, V, C)
     known = torch.from_numpy(random_frame_occlusion_masks(T0, V, 3, 5, batch_size=4, seed=1))  # starts differ
-    out = reconstruct_batch(model, schedule, x, known, condition=condition, steps=3,
-                            generator=torch.Generator().manual_seed(0))
+    kw = dict(condition=condition, steps=3, recon_guidance=guidance)
+    out = reconstruct_batch(model, schedule, x, known, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(out[known], x[known])
     assert torch.isfinite(out).all()
     assert not torch.equal(out[~known], x[~known])  # the occluded part was actually generated
     # occluded input values never reach the result: changing them changes nothing
     x2 = torch.where(known, x, torch.full_like(x, 1e3))
-    out2 = reconstruct_batch(model, schedule, x2, known, condition=condition, steps=3,
-                             generator=torch.Generator().manual_seed(0))
+    out2 = reconstruct_batch(model, schedule, x2, known, generator=torch.Generator().manual_seed(0), **kw)
     torch.testing.assert_close(out2[~known], out[~known])
+    # the same generator seed reproduces the result (subset draws included)
+    out3 = reconstruct_batch(model, schedule, x, known, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(out3, out)
+
+
+def test_visible_condition_draws_pretraining_sized_subsets(tiny_model, monkeypatch):
+    """'visible' shows the encoder at most K = num_visible observed tokens (the pretraining count), a fresh draw at
+    every model call; 'visible-all' shows every observed token, the same at every call."""
+    import macdiff_ray.eval.generative as gen
+
+    model, schedule = tiny_model
+    V, k_model = model.cfg.num_joints, model.cfg.num_visible
+    x = torch.randn(2, T0, V, 3)
+    known = torch.ones_like(x, dtype=torch.bool)
+    known[:, 4:8] = False  # one of the 4 temporal patches occluded: 3 * V observed tokens > K
+    assert 3 * V > k_model
+    seen = {"visible": [], "visible-all": []}
+    real = gen.visible_condition
+    for cond in seen:
+        def spy(model_, x_, vis_, cond=cond):
+            seen[cond].append(vis_.clone())
+            return real(model_, x_, vis_)
+
+        monkeypatch.setattr(gen, "visible_condition", spy)
+        reconstruct_batch(model, schedule, x, known, condition=cond, steps=3,
+                          generator=torch.Generator().manual_seed(0))
+    occluded_tokens = ~visible_token_mask(known, model.cfg.patch_len)  # (N, L)
+    assert len(seen["visible"]) == 3 and len(seen["visible-all"]) == 1  # one draw per DDIM step vs one in all
+    for v in seen["visible"]:
+        assert v.sum(1).tolist() == [k_model, k_model] and not bool((v & occluded_tokens).any())
+    assert not torch.equal(seen["visible"][0], seen["visible"][1])
+    assert seen["visible-all"][0].sum(1).tolist() == [3 * V, 3 * V]
 
 
 def test_configs_validate():
@@ -94,6 +144,8 @@ def test_configs_validate():
         ReconstructConfig(**base, parts=("tail",))
     with pytest.raises(ConfigError, match="resample"):
         ReconstructConfig(**base, resample=0)
+    with pytest.raises(ConfigError, match="recon_guidance"):
+        ReconstructConfig(**base, recon_guidance=-0.5)
     with pytest.raises(ConfigError, match="num_samples"):
         SampleConfig(**base, num_samples=3)  # not more than k = 3
     with pytest.raises(ConfigError, match="checkpoint"):

@@ -74,6 +74,21 @@ def test_strip_overlay_and_highlight(tmp_path):
     assert (b == np.array([230, 0, 200], dtype=np.uint8)).all(axis=-1).any()  # highlight rings drawn
 
 
+def test_whole_occluded_frame_gets_a_panel_border(tmp_path):
+    real = _walking("kinect_v1_20", T=20)[0]  # (T, V, 3)
+    known = np.ones((20, 20, 3), dtype=bool)
+    known[:10] = False  # frames 0-9 fully occluded: strip panels 0 and 1 (frames 0 and 6) of 4
+    path = render_strip(real, get_layout("kinect_v1_20"), tmp_path / "f.png", num_frames=4, size=120,
+                        highlight=~known)
+    img = np.asarray(Image.open(path))  # (H, 4 * 120, 3)
+    hl = (img == np.array([230, 0, 200], dtype=np.uint8)).all(axis=-1)  # (H, W)
+    top = img.shape[0] - 120  # panels sit below the optional caption
+    for panel, bordered in ((0, True), (1, True), (2, False), (3, False)):
+        x0 = panel * 120
+        assert bool(hl[top + 60, x0 + 1]) == bordered and bool(hl[top + 60, x0 + 118]) == bordered
+        assert bool(hl[top:, x0 : x0 + 120].any()) == bordered  # no joint rings on a bordered or clean frame
+
+
 def test_gif_frame_count_and_size(tmp_path):
     layout = get_layout("ntu25")
     seq = _walking("ntu25", T=24, M=2)

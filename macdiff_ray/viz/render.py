@@ -8,7 +8,8 @@ Projection is orthographic: the ``front`` view draws (x, y), the ``side`` view (
 offset is used for all frames of a strip (and, in a grid, for all rows by default), so motion and size compare
 across panels. Bones are lines and joints dots, coloured by body part when ``parts`` (or a ``JointLayout``) is
 given. An ``overlay`` sequence (e.g. the ground truth under a reconstruction) is drawn first in light grey, and
-``highlight`` rings mark chosen joints (e.g. the occluded ones: ``highlight=~known_mask``).
+``highlight`` rings mark chosen joints (e.g. the occluded ones: ``highlight=~known_mask``); a frame whose joints
+are all marked gets a panel border instead, so the drawn skeleton stays visible.
 
 Pixel sizes are fixed by the arguments so that callers and tests can rely on them:
 ``render_strip``: width ``num_frames * panel_w``, height ``panel_h`` (+ ``CAPTION_H`` with a title);
@@ -243,10 +244,14 @@ def _draw_panels(
             xy = canvas.to_px(proj[m, t], x0, top)  # (V, 2)
             _draw_skeleton(draw, xy, bones, colors, radius, width)
             if ring is not None:
-                rr = radius * 2.2
-                for v in np.flatnonzero(ring[m, t]):
+                marked = np.flatnonzero(ring[m, t])
+                if len(marked) == ring.shape[-1]:  # the whole frame: a panel border keeps the skeleton visible
+                    draw.rectangle([x0 + 1, top + 1, x0 + w - 2, top + h - 2], outline=HIGHLIGHT_COLOR, width=2)
+                    continue
+                rr = radius * 1.8
+                for v in marked:
                     x, y = xy[v]
-                    draw.ellipse([x - rr, y - rr, x + rr, y + rr], outline=HIGHLIGHT_COLOR, width=max(1, width))
+                    draw.ellipse([x - rr, y - rr, x + rr, y + rr], outline=HIGHLIGHT_COLOR, width=1)
         if frame_labels:
             draw.text((x0 + 3, top + 2), f"t={int(t)}", fill=TEXT_COLOR, font=font)
 
