@@ -31,8 +31,8 @@ Sampling (:func:`run_sample`)
     ``num_samples`` single-person sequences by DDIM from pure noise with z dropped (``steps``, ``eta``; the
     decoder learnt this mode through condition dropout). Features of the generated set and of the real split (the
     first person of each sample, the same EvalTransform) come from :mod:`classifier_features`. Table rows:
-    generated vs all real, generated (a draw of at most |B| samples) vs real half B, and the reference row real half A vs
-    real half B (two disjoint seeded halves), as in the paper's Table 6.
+    generated vs all real, generated (a draw of at most |B| samples) vs real half B, and the reference row real half
+    A vs real half B (two disjoint seeded halves), as in the paper's Table 6.
 
 Distribution: both tasks cut their work into chunks of ``chunk_size`` rows, each with its own seed
 (``chunk_seed(seed, task, chunk)``), and send them round-robin to ``workers`` :class:`GenerativeWorker` Ray actors
