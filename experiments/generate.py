@@ -6,7 +6,7 @@
         [--workers K] [--seed S]
     python experiments/generate.py sample --checkpoint CKPT --data DIR --benchmark B --output OUT \
         [--classifier FINETUNE_CKPT] [--feature pooled|penultimate] [--num-samples 256] [--num-real 0] \
-        [--steps 50] [--eta 0.0] [--workers K] [--seed S]
+        [--steps 50] [--eta 1.0] [--workers K] [--seed S]
     python experiments/generate.py render --data DIR --output OUT [--benchmark B --split test | --samples NPY] \
         [--num-samples 4]
 
@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.eval.generative import (  # noqa: E402
-    CLIP_X0, CONDITIONS, RECON_GUIDANCE, ReconstructConfig, SampleConfig, config_from_args, render_sequences, run_reconstruct, run_sample,
+    CLIP_X0, CONDITIONS, RECON_GUIDANCE, SAMPLE_ETA, ReconstructConfig, SampleConfig, config_from_args,
+    render_sequences, run_reconstruct, run_sample,
 )
 
 
@@ -79,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument("--num-real", dest="num_real", type=int, default=0, help="real samples of the split (0 = all)")
     s.add_argument("--classifier", default="", help="fine-tuned classifier checkpoint for the features")
     s.add_argument("--feature", default="pooled", choices=("pooled", "penultimate"))
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
+    s.add_argument("--eta", type=float, default=SAMPLE_ETA, help="DDIM eta (0: deterministic DDIM, 1: stochastic)")
 
     v = sub.add_parser("render", parents=[common], help="PNG strips + GIFs of real or generated sequences")
     v.add_argument("--samples", default=None, help="samples.npy from 'sample' (else real sequences)")

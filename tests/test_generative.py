@@ -271,3 +271,26 @@ def test_classifier_features_sources_and_normalisation(tiny_ckpt, tmp_path):
     np.testing.assert_allclose(ft.features(x_other, other), f, rtol=1e-4, atol=1e-4)
     # a different T is resampled to the classifier's T0
     assert ft.features(torch.randn(2, 2 * T0, V, 3), ft.stats).shape == (2, ft.encoder.cfg.width)
+
+
+def test_generate_cli_passes_reconstruction_and_sampling_flags(synthetic_prepared, tiny_ckpt, tmp_path):
+    """experiments/generate.py: --guidance, --condition and --eta reach the saved run config (in-process workers)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "generate.py"
+    spec = importlib.util.spec_from_file_location("generate_cli", script)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    common = ["--checkpoint", str(tiny_ckpt), "--data", str(synthetic_prepared), "--benchmark", "synthetic",
+              "--workers", "0", "--steps", "2", "--render", "0"]
+    rec = cli.main(["reconstruct", *common, "--output", str(tmp_path / "rec"), "--num-samples", "4",
+                    "--frames", "4", "--parts", "trunk", "--guidance", "1.5", "--condition", "visible-all"])
+    assert rec["config"]["recon_guidance"] == 1.5 and rec["config"]["condition"] == "visible-all"
+    saved = json.loads((tmp_path / "rec" / "results.json").read_text())["config"]
+    assert saved["recon_guidance"] == 1.5
+    smp = cli.main(["sample", *common, "--output", str(tmp_path / "smp"), "--num-samples", "8", "--eta", "0"])
+    assert smp["config"]["eta"] == 0.0
+    assert cli.parse_args(["sample", *common, "--output", "o"]).eta == 1.0  # the default: stochastic sampling
+    with pytest.raises(SystemExit):
+        cli.parse_args(["reconstruct", *common, "--output", "o", "--condition", "masked"])
