@@ -65,3 +65,17 @@ def test_replace_is_strict_and_files_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError, match="bad.json: invalid JSON at line 1"):
         load_file(tmp_path / "bad.json")
+
+
+def test_shipped_pretrain_configs_parse_strictly():
+    """Every configs/*_pretrain.json is a valid PretrainConfig (an unknown or mistyped key fails here)."""
+    import json
+    from pathlib import Path
+
+    from macdiff_ray.train import PretrainConfig
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*_pretrain.json"))
+    assert len(files) >= 2
+    for f in files:
+        cfg = from_dict(PretrainConfig, json.loads(f.read_text()))
+        assert cfg.epochs > 0 and cfg.preset in ("tiny", "small", "paper"), f
