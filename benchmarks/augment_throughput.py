@@ -42,6 +42,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--t-start", type=int, default=500)
     p.add_argument("--chunk-size", type=int, default=16)
     p.add_argument("--cpu-per-actor", type=float, default=0.5)
+    p.add_argument("--condition", nargs="+", default=["masked", "full"], choices=("masked", "full"),
+                   help="decoder conditions to time (masked: 2 decoder passes per sample, full: 1)")
     args = p.parse_args(argv)
 
     init_ray(quiet=True)
@@ -60,9 +62,10 @@ def main(argv=None) -> list[dict]:
                                   num_frames=args.num_frames)
     print(f"ray resources: {ray.cluster_resources()}", flush=True)
     rows = []
-    for k in args.actors:
+    for condition, k in [(c, k) for c in args.condition for k in args.actors]:
         aug = build_augmenter(ckpt, args.data_dir, args.benchmark, list(range(args.sources)), args.t_start,
-                              args.ratio, k, 0, chunk_size=args.chunk_size, cpu_per_actor=args.cpu_per_actor)
+                              args.ratio, k, 0, chunk_size=args.chunk_size, cpu_per_actor=args.cpu_per_actor,
+                              condition=condition)
         try:
             info = aug.pool.actor_info()
             aug.collect(0)  # warm-up (actor start, first forward)
@@ -79,7 +82,7 @@ def main(argv=None) -> list[dict]:
                 waited = aug.wait_seconds - before
                 time.sleep(args.train_seconds)  # the trainer's work on epoch e
                 stalls.append(waited / (time.perf_counter() - t_epoch))
-            row = {"actors": k, "device": info[0]["device"], "samples_per_epoch": n,
+            row = {"condition": condition, "actors": k, "device": info[0]["device"], "samples_per_epoch": n,
                    "samples_per_s": round(rate, 1), "stall_fraction_per_epoch": [round(s, 3) for s in stalls],
                    "train_seconds": args.train_seconds, "preset": args.preset, "num_frames": args.num_frames}
         finally:

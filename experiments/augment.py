@@ -2,7 +2,7 @@
 
     python experiments/augment.py --checkpoint CKPT --data DIR --benchmark B --output OUT_DIR \
         [--labeled-fraction p] [--subset-seed S] [--t-start 500] [--ratio L] [--epochs E] [--actors K] \
-        [--seed S] [--overwrite] [--smoke-test]
+        [--condition masked|full] [--seed S] [--overwrite] [--smoke-test]
 
 OUT_DIR is an ordinary prepared dataset (``source_format: augmented``; manifest records source, checkpoint,
 t_s, ratio), loadable with ``make_dataset(OUT_DIR, B, "train", ...)``. Without RAY_ADDRESS a local Ray is
@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ratio", type=float, default=1.0, help="lambda: augmented samples per source per epoch")
     p.add_argument("--epochs", type=int, default=1, help="independent draws (fresh noise) to write")
     p.add_argument("--actors", type=int, default=1, help="augmentation actors K")
+    p.add_argument("--condition", default="masked", choices=("masked", "full"),
+                   help="decoder condition: pretraining masks (default) or all tokens (the paper's recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--smoke-test", action="store_true", help="synthetic data + untrained tiny checkpoint")
@@ -67,7 +69,7 @@ def main(argv=None) -> dict:
     manifest = write_augmented_dataset(
         args.checkpoint, args.data_dir, args.benchmark, args.output, labeled_fraction=args.labeled_fraction,
         subset_seed=args.subset_seed, t_start=args.t_start, ratio=args.ratio, epochs=args.epochs,
-        num_actors=args.actors, seed=args.seed, overwrite=args.overwrite,
+        num_actors=args.actors, seed=args.seed, overwrite=args.overwrite, condition=args.condition,
     )
     summary = {"output": args.output, "num_samples": manifest["num_samples"],
                "num_sources": manifest["augmentation"]["num_sources"],

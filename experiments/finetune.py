@@ -3,7 +3,8 @@
     python experiments/finetune.py --data DIR --benchmark ucla-xview --checkpoint RUN_OR_CKPT --output RUN_DIR
         [--labeled-fraction p] [--seeds 0 1 2 3 4] [--random-init --preset P] [--feature pooled|per_joint]
         [--epochs E] [--batch-size B] [--lr LR] [--layer-decay D] [--drop-path R] [--label-smoothing S]
-        [--augment --t-start 500 --aug-ratio L --augment-actors K] [--config F] [--smoke-test]
+        [--augment --t-start 500 --aug-ratio L --augment-actors K --aug-condition masked|full] [--config F]
+        [--smoke-test]
 
 ``--random-init --preset P`` trains that encoder supervised from scratch (baseline). ``--seeds`` repeats the run
 (``RUN_DIR/seed_<s>/``) and reports mean ± std in ``RUN_DIR/results.json``. ``--augment`` mixes diffusion-generated
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--t-start", dest="t_start", type=int)
     p.add_argument("--aug-ratio", dest="aug_ratio", type=float)
     p.add_argument("--augment-actors", dest="augment_actors", type=int)
+    p.add_argument("--aug-condition", dest="aug_condition", choices=("masked", "full"),
+                   help="decoder condition of the augmentation: pretraining masks (default) or all tokens (paper)")
     args = p.parse_args(argv)
     from macdiff_ray.eval.finetune import FinetuneConfig, finetune_smoke_overrides, run_finetune
 

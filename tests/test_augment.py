@@ -11,7 +11,9 @@ from macdiff_ray.augment import (
     AugmentWorker,
     augment_batch,
     epoch_chunk_seed,
+    masked_passes_predict,
     num_augmented,
+    num_mask_passes,
     one_step_gap_bound,
     plan_sources,
     unmasked_condition,
@@ -66,7 +68,7 @@ def test_one_step_identity_and_distance_bound(model, schedule, t_s):
     """x0_hat - x0 = sqrt(1/ab - 1) (eps - eps_hat) exactly, hence the triangle-inequality bound per person."""
     x, valid = _batch(seed=2)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))  # (N, M, T0, V, C)
-    out = augment_batch(model, schedule, x, valid, t_s, noise=noise)
+    out = augment_batch(model, schedule, x, valid, t_s, noise=noise, condition="full")
     x0, eps = x[valid], noise[valid]  # (P, T0, V, C)
     t = torch.full((x0.shape[0],), t_s, dtype=torch.long)
     with torch.no_grad():
@@ -104,7 +106,7 @@ class _EpsOracle(nn.Module):
 def test_perfect_eps_oracle_gives_back_the_source(schedule):
     x, valid = _batch(seed=4)
     oracle = _EpsOracle(x[valid], schedule)
-    out = augment_batch(oracle, schedule, x, valid, 500, torch.Generator().manual_seed(5))
+    out = augment_batch(oracle, schedule, x, valid, 500, torch.Generator().manual_seed(5), condition="full")
     torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
     # the condition handed to the decoder is each person's own unmasked encoding (P, L, D)
     torch.testing.assert_close(oracle.seen_z, unmasked_condition(oracle, x[valid]))
@@ -115,12 +117,64 @@ def test_each_person_conditioned_on_itself(model, schedule):
     and persons-per-pass chunking does not change the result."""
     x, valid = _batch(n=3, seed=6)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
-    whole = augment_batch(model, schedule, x, valid, 300, noise=noise)
-    alone = torch.cat([augment_batch(model, schedule, x[i : i + 1], valid[i : i + 1], 300, noise=noise[i : i + 1])
-                       for i in range(3)])
-    chunked = augment_batch(model, schedule, x, valid, 300, noise=noise, max_persons_per_pass=1)
-    torch.testing.assert_close(whole, alone, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=1e-5)
+    cfg = model.cfg
+    masks = torch.rand(num_mask_passes(cfg.num_tokens, cfg.num_visible), *x.shape[:2], cfg.num_tokens,
+                       generator=torch.Generator().manual_seed(8))  # (P, N, M, L)
+    for condition in ("masked", "full"):
+        kw = dict(noise=noise, condition=condition, mask_noise=masks if condition == "masked" else None)
+        whole = augment_batch(model, schedule, x, valid, 300, **kw)
+        alone = torch.cat([augment_batch(model, schedule, x[i : i + 1], valid[i : i + 1], 300, noise=noise[i : i + 1],
+                                         condition=condition,
+                                         mask_noise=masks[:, i : i + 1] if condition == "masked" else None)
+                           for i in range(3)])
+        chunked = augment_batch(model, schedule, x, valid, 300, max_persons_per_pass=1, **kw)
+        torch.testing.assert_close(whole, alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_condition_takes_each_token_from_a_pass_where_it_was_masked(model, schedule):
+    """Spy on the decoder: every token's eps comes from a pass whose condition masked it; the passes together mask
+    every token; each pass shows the encoder exactly K tokens (the pretraining count)."""
+    cfg = model.cfg
+    x0 = torch.randn(2, T0, V, 3, generator=torch.Generator().manual_seed(11))
+    t = torch.full((2,), 400, dtype=torch.long)
+    x_t = q_sample(schedule, x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(12)))
+    passes = num_mask_passes(cfg.num_tokens, cfg.num_visible)
+    assert passes == 2  # mask ratio 0.9
+    r = torch.rand(passes, 2, cfg.num_tokens, generator=torch.Generator().manual_seed(13))
+    calls = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.cfg, self.encoder, self.inner = inner.cfg, inner.encoder, inner
+
+        def denoise(self, x_t, t, rows, index):
+            pred = self.inner.denoise(x_t, t, rows, index)
+            calls.append((pred, index >= rows.shape[1] - 1))  # index K = the z_global row = masked token
+            return pred
+
+    with torch.no_grad():
+        out = masked_passes_predict(Spy(model), x0, x_t, t, r)
+    assert len(calls) == passes
+    from macdiff_ray.model.layers import token_mask_to_elements
+
+    covered = torch.zeros(2, cfg.num_tokens, dtype=torch.bool)
+    expect = torch.zeros_like(out)
+    for pred, masked in calls:
+        assert masked.sum(1).tolist() == [cfg.num_tokens - cfg.num_visible] * 2
+        el = token_mask_to_elements(masked & ~covered, cfg.num_patches, cfg.num_joints, cfg.patch_len)
+        expect = torch.where(el, pred, expect)
+        covered |= masked
+    assert bool(covered.all())
+    torch.testing.assert_close(out, expect)
+    # the two passes differ (fresh masks), so the result differs from either single pass somewhere
+    assert not torch.equal(out, calls[0][0]) and not torch.equal(out, calls[1][0])
+    with pytest.raises(ValueError, match="mask_noise"):
+        masked_passes_predict(model, x0, x_t, t, r[:1])
+    assert num_mask_passes(10, 6) == 3  # mask ratio 0.4: 4, then 4, then the last 2 tokens
+    for bad in (0, 10):
+        with pytest.raises(ValueError, match="visible"):
+            num_mask_passes(10, bad)
 
 
 def test_fresh_noise_per_seed_and_reproducible(model, schedule):
@@ -137,6 +191,8 @@ def test_invalid_inputs_raise(model, schedule):
     for bad in (-1, 1000, True, 2.5):
         with pytest.raises(ValueError, match="t_start"):
             augment_batch(model, schedule, x, valid, bad)
+    with pytest.raises(ValueError, match="condition"):
+        augment_batch(model, schedule, x, valid, 100, condition="zeroed")
     with pytest.raises(ValueError, match="person_valid"):
         augment_batch(model, schedule, x, valid[:, :1], 100)
     with pytest.raises(ValueError, match="person_valid"):

@@ -27,7 +27,7 @@ def synth_ckpt(synthetic_prepared, tmp_path_factory):
 
 def _expected(aug, epoch: int) -> np.ndarray:
     """The epoch's samples computed in this process, chunk by chunk, with the pool's seeds."""
-    w = AugmentWorker(_bundle(aug), aug.pool.t_start, aug.sources.stats)
+    w = AugmentWorker(_bundle(aug), aug.pool.t_start, aug.sources.stats, condition=aug.pool.condition)
     rows = aug.plan(epoch)
     parts = [w.augment(aug.sources.x, aug.sources.person_valid, rows[a : a + aug.chunk_size],
                        epoch_chunk_seed(aug.seed, epoch, k))
@@ -116,6 +116,26 @@ def test_invalid_arguments_raise(ray_session, synthetic_prepared, synth_ckpt):
         build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", labeled_indices=[0, 120])
     with pytest.raises(ConfigError, match="num_actors"):
         build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", num_actors=0, labeled_indices=[0])
+    with pytest.raises(ConfigError, match="aug-condition"):
+        build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", labeled_indices=[0], condition="zeroed")
+
+
+def test_pool_full_condition_reaches_the_actors(ray_session, synthetic_prepared, synth_ckpt):
+    """condition="full" (the paper's unmasked recipe) reaches the actors: the pool's samples equal the in-process
+    full-condition worker's and differ from the default masked condition's."""
+    kw = dict(t_start=300, ratio=1.0, num_actors=1, seed=3, labeled_fraction=0.1, chunk_size=4)
+    full = build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", condition="full", **kw)
+    try:
+        x_full = full.collect(0)["x"].numpy()
+        np.testing.assert_allclose(x_full, _expected(full, 0), atol=1e-5)
+        bundle, sources = _bundle(full), full.sources
+    finally:
+        full.shutdown()
+    w = AugmentWorker(bundle, 300, sources.stats)  # default condition: masked
+    rows = full.plan(0)
+    masked = np.concatenate([w.augment(sources.x, sources.person_valid, rows[a : a + 4], epoch_chunk_seed(3, 0, k))
+                             for k, a in enumerate(range(0, len(rows), 4))])
+    assert masked.shape == x_full.shape and not np.allclose(masked, x_full)
 
 
 def _check_offline(out_dir, src_dir, benchmark, manifest, n_sources, epochs):
@@ -126,6 +146,7 @@ def _check_offline(out_dir, src_dir, benchmark, manifest, n_sources, epochs):
     m = load_manifest(out_dir, verify_checksums=True)
     assert m == manifest and m["source_format"] == "augmented" and m["max_frames"] == T0
     assert m["augmentation"]["t_start"] == 300 and m["augmentation"]["num_sources"] == n_sources
+    assert m["augmentation"]["condition"] == "masked"
     assert m["num_samples"] == epochs * n_sources and m["split_counts"][benchmark]["train"] == m["num_samples"]
     # labels kept: every augmented row carries its source row's label
     aug_t = read_split(out_dir, benchmark, "train", columns=["sample_id", "label"])

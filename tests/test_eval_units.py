@@ -105,6 +105,10 @@ def test_configs_are_strict():
         from_dict(FinetuneConfig, {"feature": "raw"})
     with pytest.raises(ConfigError, match="labeled_fraction"):
         from_dict(FinetuneConfig, {"random_init": True, "preset": "tiny", "labeled_fraction": 1.5})
+    with pytest.raises(ConfigError, match="aug_condition"):
+        from_dict(FinetuneConfig, {"checkpoint": "c", "augment": True, "aug_condition": "zeroed"})
+    full = from_dict(FinetuneConfig, {"checkpoint": "c", "augment": True, "aug_condition": "full"})
+    assert full.aug_condition == "full"
 
 
 def test_plan_steps_and_mixing():

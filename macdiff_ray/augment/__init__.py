@@ -1,15 +1,19 @@
 """Diffusion-based augmentation (paper Sec. 3.4): pure torch core, a Ray actor pool overlapped with
 fine-tuning, and offline augmented shards.
 
-- :func:`augment_batch` (core): one-step denoising from t_s under each person's own unmasked condition.
+- :func:`augment_batch` (core): one-step denoising from t_s, conditioned on each person's own encoding (pretraining
+  masks by default, or unmasked: ``condition``).
 - :func:`build_augmenter` (pool): ``prefetch(epoch)`` / ``collect(epoch)`` / ``wait_seconds`` / ``shutdown()``.
 - :func:`write_augmented_dataset` (offline): augmented Parquet shards + manifest, loadable by ``make_dataset``.
 """
 
 from macdiff_ray.augment.core import (
+    AUG_CONDITIONS,
     augment_batch,
     epoch_chunk_seed,
     num_augmented,
+    masked_passes_predict,
+    num_mask_passes,
     one_step_gap_bound,
     plan_sources,
     unmasked_condition,
@@ -26,8 +30,11 @@ from macdiff_ray.augment.pool import (
 )
 
 __all__ = [
+    "AUG_CONDITIONS",
     "augment_batch",
     "unmasked_condition",
+    "masked_passes_predict",
+    "num_mask_passes",
     "plan_sources",
     "num_augmented",
     "one_step_gap_bound",

@@ -154,6 +154,7 @@ def write_augmented_dataset(
                 "benchmark": benchmark,
                 "checkpoint": str(checkpoint),
                 "t_start": int(t_start),
+                "condition": augmenter_kwargs.get("condition", "masked"),
                 "ratio": float(ratio),
                 "epochs": int(epochs),
                 "seed": int(seed),

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from macdiff_ray.augment.core import augment_batch, epoch_chunk_seed, num_augmented, plan_sources
+from macdiff_ray.augment.core import AUG_CONDITIONS, augment_batch, epoch_chunk_seed, num_augmented, plan_sources
 from macdiff_ray.config import ConfigError, from_dict
 
 __all__ = [
@@ -204,12 +204,16 @@ class AugmentWorker:
             checkpoint's (transfer), each present person is mapped into the model's normalisation, augmented
             and mapped back (a per-coordinate affine map; identity, hence skipped, when the stats agree).
         num_threads: torch CPU threads of this actor.
+        condition: the decoder condition of :func:`augment_batch` (``"masked"`` or ``"full"``).
     """
 
     def __init__(self, bundle: Mapping[str, Any], t_start: int, data_stats: Mapping[str, Sequence[float]],
-                 num_threads: int = 1):
+                 num_threads: int = 1, condition: str = "masked"):
+        if condition not in AUG_CONDITIONS:
+            raise ConfigError(f"condition (--aug-condition): {condition!r} is not one of {list(AUG_CONDITIONS)}")
         self.model, self.schedule, self.device = load_frozen_model(bundle, num_threads)
         self.t_start = int(t_start)
+        self.condition = condition
         d_mean, d_std = (np.asarray(data_stats[k], np.float64) for k in ("mean", "std"))
         c_mean, c_std = (np.asarray(bundle["stats"][k], np.float64) for k in ("mean", "std"))
         # model space = data space * scale + shift, per coordinate (C,)
@@ -226,7 +230,8 @@ class AugmentWorker:
         keep = valid[:, :, None, None, None]  # (n, M, 1, 1, 1)
         if self._renorm:
             x = torch.where(keep, x * self._scale + self._shift, x)  # (n, M, T0, V, C) model normalisation
-        out = augment_batch(self.model, self.schedule, x, valid, self.t_start, gen)  # (n, M, T0, V, C)
+        out = augment_batch(self.model, self.schedule, x, valid, self.t_start, gen,
+                            condition=self.condition)  # (n, M, T0, V, C)
         if self._renorm:
             out = torch.where(keep, (out - self._shift) / self._scale, out)  # back to the data normalisation
         return out.float().cpu().numpy()
@@ -268,17 +273,22 @@ class AugmentPool:
         num_threads: torch threads per actor (default: ``max(1, floor(cpu_per_actor))``).
         max_replacements: how many dead actors may be replaced in the pool's life before it gives up (a crash
             that repeats on every fresh actor is a bug, not bad luck).
+        condition: the decoder condition of :func:`augment_batch` (``"masked"`` or ``"full"``).
     """
 
     def __init__(self, bundle: Mapping[str, Any], sources: Sources, t_start: int, num_actors: int = 1, *,
                  cpu_per_actor: float = 0.5, gpu_per_actor: Optional[float] = None,
-                 num_threads: Optional[int] = None, max_replacements: Optional[int] = None):
+                 num_threads: Optional[int] = None, max_replacements: Optional[int] = None,
+                 condition: str = "masked"):
         import ray
 
         if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
             raise ConfigError(f"num_actors (--augment-actors): expected an integer >= 1, got {num_actors!r}")
         if not cpu_per_actor >= 0:
             raise ConfigError(f"cpu_per_actor: expected >= 0, got {cpu_per_actor!r}")
+        if condition not in AUG_CONDITIONS:
+            raise ConfigError(f"condition (--aug-condition): {condition!r} is not one of {list(AUG_CONDITIONS)}")
+        self.condition = condition
         if not ray.is_initialized():
             raise RuntimeError("AugmentPool needs a running Ray (call macdiff_ray.train.runtime.init_ray() first)")
         self.gpu_per_actor = auto_gpu_per_actor() if gpu_per_actor is None else float(gpu_per_actor)
@@ -301,7 +311,7 @@ class AugmentPool:
         self._next_slot = 0
 
     def _new_actor(self):
-        return self._cls.remote(self._bundle_ref, self.t_start, self._stats, self.num_threads)
+        return self._cls.remote(self._bundle_ref, self.t_start, self._stats, self.num_threads, self.condition)
 
     def _send(self, task: _Task) -> None:
         task.actor = self.actors[task.slot]
@@ -473,6 +483,7 @@ def build_augmenter(
     gpu_per_actor: Optional[float] = None,
     num_threads: Optional[int] = None,
     diffusion: Optional[Mapping[str, Any]] = None,
+    condition: str = "masked",
 ) -> DiffusionAugmenter:
     """The fine-tuning loop's augmenter (``--augment --t-start T --aug-ratio L --augment-actors K``).
 
@@ -480,7 +491,10 @@ def build_augmenter(
     the dataset's. ``labeled_indices``: rows of the benchmark's training split (see :func:`load_sources`); or
     ``labeled_fraction`` + ``subset_seed``; neither = the whole training split. T0 is the checkpoint model's
     ``num_frames``. Needs a running Ray. Remember ``shutdown()`` (or use it as a context manager).
+    ``condition``: ``"masked"`` (default) or ``"full"``, see :mod:`macdiff_ray.augment.core`.
     """
+    if condition not in AUG_CONDITIONS:
+        raise ConfigError(f"condition (--aug-condition): {condition!r} is not one of {list(AUG_CONDITIONS)}")
     from macdiff_ray.data.manifest import load_manifest
     from macdiff_ray.train.checkpoint import check_compatible, load_checkpoint
 
@@ -499,5 +513,5 @@ def build_augmenter(
         labeled_fraction=labeled_fraction, subset_seed=subset_seed, persons=persons, crop=crop,
     )
     pool = AugmentPool(bundle, sources, t_start, num_actors, cpu_per_actor=cpu_per_actor,
-                       gpu_per_actor=gpu_per_actor, num_threads=num_threads)
+                       gpu_per_actor=gpu_per_actor, num_threads=num_threads, condition=condition)
     return DiffusionAugmenter(pool, sources, ratio, seed, chunk_size)

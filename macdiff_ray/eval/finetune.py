@@ -45,6 +45,7 @@ class FinetuneConfig(EvalCommon):
     t_start: int = 500
     aug_ratio: float = 0.5
     augment_actors: int = 1
+    aug_condition: str = "masked"  # decoder condition of the augmentation: "masked" or "full" (augment.core)
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -67,6 +68,11 @@ class FinetuneConfig(EvalCommon):
         if self.augment:
             if not self.checkpoint:
                 raise ConfigError("FinetuneConfig.augment: needs a pretrained checkpoint (its decoder generates)")
+            from macdiff_ray.augment.core import AUG_CONDITIONS
+
+            if self.aug_condition not in AUG_CONDITIONS:
+                raise ConfigError(f"FinetuneConfig.aug_condition (--aug-condition): {self.aug_condition!r} is not "
+                                  f"one of {list(AUG_CONDITIONS)}")
             if not 0 < self.t_start < 1000 or self.aug_ratio < 0 or self.augment_actors < 1:
                 raise ConfigError(f"FinetuneConfig: t_start {self.t_start} must be in (0, 1000), aug_ratio "
                                   f"{self.aug_ratio} >= 0, augment_actors {self.augment_actors} >= 1")
@@ -95,7 +101,7 @@ def _build_augmenter(cfg: FinetuneConfig, seed: int):
     # (select_split with labeled_fraction/subset_seed), so sources == the labelled training rows.
     return build_augmenter(cfg.checkpoint, cfg.data_dir, cfg.benchmark, t_start=cfg.t_start, ratio=cfg.aug_ratio,
                            num_actors=cfg.augment_actors, seed=seed, labeled_fraction=cfg.labeled_fraction,
-                           subset_seed=cfg.subset_seed)
+                           subset_seed=cfg.subset_seed, condition=cfg.aug_condition)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
