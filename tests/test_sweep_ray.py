@@ -1,6 +1,6 @@
-"""Sweeps on real NW-UCLA with a local 2-CPU Ray: a 4-trial ASHA sweep completes (early-stopped trials do not
-leak CPUs), an interrupted sweep resumes with Tuner.restore, and the best config round-trips through
-experiments/pretrain.py --config."""
+"""Sweeps with a local 2-CPU Ray: a 4-trial ASHA sweep on NW-UCLA completes (early-stopped trials do not
+leak CPUs), an interrupted sweep resumes with Tuner.restore, the best config round-trips through
+experiments/pretrain.py --config, and a 2-trial augmentation sweep on synthetic data runs both trials."""
 
 from __future__ import annotations
 
@@ -138,3 +138,29 @@ def test_cpu_starvation_refused(ray_session, ucla_prepared, tmp_path):
     with pytest.raises(ConfigError, match="Ray Data"):
         run_sweep(space, str(tmp_path / "s"))
     assert not (tmp_path / "s" / "sweep").exists()
+
+
+@pytest.mark.timeout(300)
+def test_augment_sweep_runs_every_trial(ray_session, synthetic_prepared, tmp_path):
+    """kind: augment, 2 FIFO trials, each a fine-tuning run with its own augmentation actors (synthetic data, an
+    untrained checkpoint). The second trial used to wait forever: run_finetune left the first trial's actors alive,
+    holding their CPUs. It now shuts down the augmenter it built."""
+    from macdiff_ray.augment import save_random_checkpoint
+    from macdiff_ray.tune.sweep import run_sweep
+
+    ckpt = save_random_checkpoint(synthetic_prepared, "synthetic", tmp_path / "ckpt", num_frames=16)
+    space = parse_space({
+        "kind": "augment",
+        "base": {"data_dir": str(synthetic_prepared), "benchmark": "synthetic", "checkpoint": str(ckpt), "epochs": 1,
+                 "batch_size": 16, "num_frames": 16, "augment": True, "labeled_fraction": 0.1,
+                 "materialize": True, "cpus_per_worker": 0.25, "eval_every": 1},
+        "search": {"t_start": {"grid": [100, 300]}},
+        "tune": {"metric": "top1_best", "mode": "max", "scheduler": "fifo", "max_concurrent": 1},
+    }, "test-augment-space")
+    out = tmp_path / "sweep"
+    summary = run_sweep(space, str(out))
+    assert summary["errors"] == [] and summary["num_trials"] == 2
+    assert summary["status_counts"]["completed"] == 2
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(int(r["t_start"]) for r in rows) == [100, 300]
+    assert all(0.0 <= float(r["top1_best_best"]) <= 1.0 for r in rows)

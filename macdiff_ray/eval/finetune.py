@@ -115,6 +115,18 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 KEYS = ("top1_last", "top1_best", "top5_last", "top5_best")
 
 
+def _run_one(cfg: FinetuneConfig, seed: int, augmenter: Any, quiet: bool) -> dict:
+    """One fine-tuning run. An augmenter built here (``cfg.augment`` and none given) is shut down afterwards: its
+    actors hold CPUs for as long as they live (a sweep's next trial, or the next seed, would wait for them)."""
+    own = augmenter is None and cfg.augment
+    aug = _build_augmenter(cfg, seed) if own else augmenter
+    try:
+        return run_protocol(cfg, "finetune", augmenter=aug, quiet=quiet)
+    finally:
+        if own:
+            aug.shutdown()
+
+
 def run_finetune(cfg: FinetuneConfig, *, augmenter: Any = None, quiet: bool = False) -> dict:
     """One run per seed (``cfg.seeds``, or ``cfg.seed``); with several seeds, ``OUTPUT/results.json`` holds the
     mean (``top1_last`` ...) and std (``top1_last_std`` ...) over seeds and each seed's run is in
@@ -122,13 +134,11 @@ def run_finetune(cfg: FinetuneConfig, *, augmenter: Any = None, quiet: bool = Fa
     cfg = absolute_paths(cfg, "data_dir", "checkpoint", "joint_map", "output")
     seeds = list(cfg.seeds) or [cfg.seed]
     if len(seeds) == 1 and not cfg.seeds:
-        aug = augmenter if augmenter is not None else (_build_augmenter(cfg, cfg.seed) if cfg.augment else None)
-        return run_protocol(cfg, "finetune", augmenter=aug, quiet=quiet)
+        return _run_one(cfg, cfg.seed, augmenter, quiet)
     runs = []
     for s in seeds:
         sub = replace(cfg, seed=s, seeds=[], output=join(cfg.output, f"seed_{s}"))
-        aug = augmenter if augmenter is not None else (_build_augmenter(sub, s) if cfg.augment else None)
-        runs.append(run_protocol(sub, "finetune", augmenter=aug, quiet=quiet))
+        runs.append(_run_one(sub, s, augmenter, quiet))
     out = dict(runs[0])
     out.pop("history", None)
     for k in KEYS:
