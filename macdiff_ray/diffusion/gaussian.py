@@ -98,25 +98,43 @@ def _predict(
     model_fn_uncond: Optional[ModelFn],
     guidance_weight: float,
     clip_x0: Optional[float] = None,
+    recon: Optional[tuple[torch.Tensor, torch.Tensor, float]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps_hat, x0_hat), both (N, ...), with classifier-free guidance eps = eps_c + w (eps_c - eps_u).
 
     ``clip_x0``: clamp x0_hat to [-c, c] and re-derive eps_hat from it (guided-diffusion's ``clip_denoised``).
     Needed at the first sampling steps of schedules whose alpha_bar reaches ~0 at t = T-1 (inverse-cosine: about
     1e-6): there x0_hat = (x_t - sqrt(1 - ab) eps_hat) / sqrt(ab) multiplies any eps error by ~1000.
+
+    ``recon = (x_known (N, ...), known (N, ...) bool, w)``: reconstruction guidance of weight w (see :func:`inpaint`).
+    The gradient is per sample (the model mixes no samples) and taken on the unclamped x0_hat; the guided x0 is
+    clamped afterwards and eps re-derived from it.
     """
 
-    def as_eps(pred: torch.Tensor) -> torch.Tensor:
-        return pred if target == "eps" else eps_from_x0(s, x_t, t, pred)
+    def as_eps(x: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        return pred if target == "eps" else eps_from_x0(s, x, t, pred)
 
-    eps = as_eps(model_fn(x_t, t).to(x_t.dtype))  # (N, ...)
-    if model_fn_uncond is not None and guidance_weight != 0.0:
-        eps_u = as_eps(model_fn_uncond(x_t, t).to(x_t.dtype))  # (N, ...)
-        eps = eps + guidance_weight * (eps - eps_u)  # (N, ...)
-    x0 = x0_from_eps(s, x_t, t, eps)  # (N, ...)
+    def x0_hat(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = as_eps(x, model_fn(x, t).to(x.dtype))  # (N, ...)
+        if model_fn_uncond is not None and guidance_weight != 0.0:
+            eps_u = as_eps(x, model_fn_uncond(x, t).to(x.dtype))  # (N, ...)
+            eps = eps + guidance_weight * (eps - eps_u)  # (N, ...)
+        return eps, x0_from_eps(s, x, t, eps)  # (N, ...) x2
+
+    if recon is None:
+        eps, x0 = x0_hat(x_t)  # (N, ...) x2
+    else:
+        x_known, known, weight = recon
+        with torch.enable_grad():
+            xg = x_t.detach().requires_grad_(True)  # (N, ...)
+            _, x0 = x0_hat(xg)  # (N, ...)
+            err = torch.where(known, x0 - x_known, torch.zeros_like(x0)).pow(2).sum()  # ()
+            (grad,) = torch.autograd.grad(err, xg)  # (N, ...)
+        x0 = x0.detach() - (0.5 * weight) * extract(s.sqrt_ab, t, x_t) * grad  # (N, ...)
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)  # (N, ...)
-        eps = eps_from_x0(s, x_t, t, x0)  # (N, ...) consistent with the clamped x0
+    if clip_x0 is not None or recon is not None:
+        eps = eps_from_x0(s, x_t, t, x0)  # (N, ...) consistent with the clamped / guided x0
     return eps, x0
 
 
@@ -243,35 +261,6 @@ def one_step_denoise(
     return torch.where(keep, x0, x0_hat)  # (N, ...)
 
 
-def _reconstruction_guided(
-    s: Schedule,
-    model_fn: ModelFn,
-    x_t: torch.Tensor,
-    t: torch.Tensor,
-    target: Target,
-    model_fn_uncond: Optional[ModelFn],
-    guidance_weight: float,
-    clip_x0: Optional[float],
-    x_known: torch.Tensor,
-    known: torch.Tensor,
-    weight: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps_hat, x0_hat) (N, ...) with reconstruction guidance of weight ``weight`` (see :func:`inpaint`).
-
-    x_t, x_known: (N, ...); known: bool (N, ...). The gradient is per sample (the model mixes no samples), taken
-    on the unclamped x0_hat; the guided x0 is clamped afterwards and eps re-derived from it.
-    """
-    with torch.enable_grad():
-        xg = x_t.detach().requires_grad_(True)  # (N, ...)
-        _, x0 = _predict(s, model_fn, xg, t, target, model_fn_uncond, guidance_weight, None)  # (N, ...)
-        err = torch.where(known, x0 - x_known, torch.zeros_like(x0)).pow(2).sum()  # ()
-        (grad,) = torch.autograd.grad(err, xg)  # (N, ...)
-    x0 = x0.detach() - (0.5 * weight) * extract(s.sqrt_ab, t, x_t) * grad  # (N, ...)
-    if clip_x0 is not None:
-        x0 = x0.clamp(-clip_x0, clip_x0)  # (N, ...)
-    return eps_from_x0(s, x_t, t, x0), x0  # (N, ...) x2
-
-
 def inpaint(
     s: Schedule,
     model_fn: ModelFn,
@@ -310,6 +299,7 @@ def inpaint(
     if recon_guidance < 0:
         raise ValueError(f"recon_guidance: expected >= 0, got {recon_guidance}")
     m = torch.broadcast_to(known_mask.to(torch.bool), x_known.shape)  # (N, ...)
+    recon = (x_known, m, recon_guidance) if recon_guidance > 0 else None
     dev, dt = x_known.device, x_known.dtype
     n = x_known.shape[0]
 
@@ -323,11 +313,7 @@ def inpaint(
         tt = torch.full((n,), t, dtype=torch.long, device=dev)  # (N,)
         for r in range(resample):
             # (1) unknown part: one reverse DDIM step t -> t_prev from the current sample
-            if recon_guidance > 0:
-                eps, x0 = _reconstruction_guided(s, model_fn, x, tt, target, model_fn_uncond, guidance_weight,
-                                                 clip_x0, x_known, m, recon_guidance)
-            else:
-                eps, x0 = _predict(s, model_fn, x, tt, target, model_fn_uncond, guidance_weight, clip_x0)
+            eps, x0 = _predict(s, model_fn, x, tt, target, model_fn_uncond, guidance_weight, clip_x0, recon)
             x_unknown = ddim_step(s, x, t, t_prev, eps, x0, eta, generator)  # (N, ...)
             # (2) known part: a forward sample of the observed data at t_prev (the data itself at t_prev = -1)
             if t_prev >= 0:
