@@ -148,6 +148,9 @@ def test_masked_condition_takes_each_token_from_a_pass_where_it_was_masked(model
         def __init__(self, inner):
             self.cfg, self.encoder, self.inner = inner.cfg, inner.encoder, inner
 
+        def encode_visible(self, x, visible):
+            return self.inner.encode_visible(x, visible)
+
         def denoise(self, x_t, t, rows, index):
             pred = self.inner.denoise(x_t, t, rows, index)
             calls.append((pred, index >= rows.shape[1] - 1))  # index K = the z_global row = masked token

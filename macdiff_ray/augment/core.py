@@ -36,10 +36,11 @@ from typing import Any, Optional, Protocol
 import numpy as np
 import torch
 
+from macdiff_ray.config import ConfigError
 from macdiff_ray.diffusion import Schedule, one_step_denoise
 
-__all__ = ["AUG_CONDITIONS", "unmasked_condition", "num_mask_passes", "masked_passes_predict", "augment_batch", "plan_sources", "num_augmented", "one_step_gap_bound",
-           "epoch_chunk_seed"]
+__all__ = ["AUG_CONDITIONS", "check_aug_condition", "unmasked_condition", "num_mask_passes", "masked_passes_predict",
+           "augment_batch", "plan_sources", "num_augmented", "one_step_gap_bound", "epoch_chunk_seed"]
 
 
 class _AugmentModel(Protocol):  # what augment_batch needs of a MacDiff (tests pass oracles with this shape)
@@ -57,6 +58,13 @@ def unmasked_condition(model: _AugmentModel, x: torch.Tensor) -> torch.Tensor:
 
 
 AUG_CONDITIONS = ("masked", "full")
+
+
+def check_aug_condition(condition: str, name: str = "condition (--aug-condition)") -> str:
+    """``condition`` if it is one of :data:`AUG_CONDITIONS`, else ConfigError naming ``name``."""
+    if condition not in AUG_CONDITIONS:
+        raise ConfigError(f"{name}: {condition!r} is not one of {list(AUG_CONDITIONS)}")
+    return condition
 
 
 def num_mask_passes(num_tokens: int, num_visible: int) -> int:
@@ -80,25 +88,21 @@ def masked_passes_predict(model: Any, x0: torch.Tensor, x_t: torch.Tensor, t: to
     masked once at least K are covered. Returns (n, T, V, C).
     """
     from macdiff_ray.model.layers import token_mask_to_elements
-    from macdiff_ray.model.macdiff import Condition
 
-    cfg, enc = model.cfg, model.encoder
+    cfg = model.cfg
     n, k, num_tokens = x0.shape[0], cfg.num_visible, cfg.num_tokens
     passes = num_mask_passes(num_tokens, k)
     if tuple(mask_noise.shape) != (passes, n, num_tokens):
         raise ValueError(f"mask_noise: expected shape ({passes}, {n}, {num_tokens}), got {tuple(mask_noise.shape)}")
-    tok = enc.embed(x0)  # (n, L, D)
-    d = tok.shape[-1]
     out = torch.zeros_like(x_t)  # (n, T, V, C)
     covered = torch.zeros(n, num_tokens, dtype=torch.bool, device=x0.device)  # (n, L)
     for p in range(passes):
         r = mask_noise[p].to(x0.device)  # (n, L) in [0, 1)
-        ids_shuffle = torch.argsort(torch.where(covered, r - 2.0, r), dim=1)  # covered tokens first = visible
-        ids_keep, ids_restore = ids_shuffle[:, :k], torch.argsort(ids_shuffle, dim=1)  # (n, K), (n, L)
-        z_local = enc._run(torch.gather(tok, 1, ids_keep[:, :, None].expand(-1, -1, d)))  # (n, K, D)
-        rows, index = Condition(z_local, ids_keep, ids_restore).compact()  # (n, K+1, D), (n, L)
+        rank = torch.argsort(torch.argsort(torch.where(covered, r - 2.0, r), dim=1), dim=1)  # covered tokens first
+        cond = model.encode_visible(x0, rank < k)  # K visible tokens per row
+        rows, index = cond.compact()  # (n, K+1, D), (n, L)
         pred = model.denoise(x_t, t, rows, index)  # (n, T, V, C)
-        masked = ids_restore >= k  # (n, L)
+        masked = cond.mask  # (n, L)
         el = token_mask_to_elements(masked & ~covered, cfg.num_patches, cfg.num_joints, cfg.patch_len)  # (n,T,V,1)
         out = torch.where(el, pred, out)  # (n, T, V, C)
         covered |= masked
@@ -148,8 +152,7 @@ def augment_batch(
         x_aug (N, M, T, V, C), same dtype/device as x; absent persons exactly zero.
     """
     t_s = _check_t_start(schedule, t_start)
-    if condition not in AUG_CONDITIONS:
-        raise ValueError(f"condition: {condition!r} is not one of {list(AUG_CONDITIONS)}")
+    check_aug_condition(condition)
     if x.dim() != 5:
         raise ValueError(f"x: expected (N, M, T, V, C), got shape {tuple(x.shape)}")
     n, m = x.shape[:2]
@@ -189,7 +192,8 @@ def augment_batch(
 
             r = mask_noise[:, a : a + x0.shape[0]]  # (P, p, L)
 
-            def model_fn(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor = x0, r: torch.Tensor = r) -> torch.Tensor:
+            def model_fn(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor = x0,
+                         r: torch.Tensor = r) -> torch.Tensor:
                 return masked_passes_predict(model, x0, x_t, t, r)  # (p, T, V, C)
 
         out_persons[a : a + x0.shape[0]] = one_step_denoise(

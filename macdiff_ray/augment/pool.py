@@ -35,7 +35,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from macdiff_ray.augment.core import AUG_CONDITIONS, augment_batch, epoch_chunk_seed, num_augmented, plan_sources
+from macdiff_ray.augment.core import augment_batch, check_aug_condition, epoch_chunk_seed, num_augmented, plan_sources
 from macdiff_ray.config import ConfigError, from_dict
 
 __all__ = [
@@ -209,11 +209,9 @@ class AugmentWorker:
 
     def __init__(self, bundle: Mapping[str, Any], t_start: int, data_stats: Mapping[str, Sequence[float]],
                  num_threads: int = 1, condition: str = "masked"):
-        if condition not in AUG_CONDITIONS:
-            raise ConfigError(f"condition (--aug-condition): {condition!r} is not one of {list(AUG_CONDITIONS)}")
+        self.condition = check_aug_condition(condition)
         self.model, self.schedule, self.device = load_frozen_model(bundle, num_threads)
         self.t_start = int(t_start)
-        self.condition = condition
         d_mean, d_std = (np.asarray(data_stats[k], np.float64) for k in ("mean", "std"))
         c_mean, c_std = (np.asarray(bundle["stats"][k], np.float64) for k in ("mean", "std"))
         # model space = data space * scale + shift, per coordinate (C,)
@@ -286,9 +284,7 @@ class AugmentPool:
             raise ConfigError(f"num_actors (--augment-actors): expected an integer >= 1, got {num_actors!r}")
         if not cpu_per_actor >= 0:
             raise ConfigError(f"cpu_per_actor: expected >= 0, got {cpu_per_actor!r}")
-        if condition not in AUG_CONDITIONS:
-            raise ConfigError(f"condition (--aug-condition): {condition!r} is not one of {list(AUG_CONDITIONS)}")
-        self.condition = condition
+        self.condition = check_aug_condition(condition)
         if not ray.is_initialized():
             raise RuntimeError("AugmentPool needs a running Ray (call macdiff_ray.train.runtime.init_ray() first)")
         self.gpu_per_actor = auto_gpu_per_actor() if gpu_per_actor is None else float(gpu_per_actor)
@@ -493,8 +489,7 @@ def build_augmenter(
     ``num_frames``. Needs a running Ray. Remember ``shutdown()`` (or use it as a context manager).
     ``condition``: ``"masked"`` (default) or ``"full"``, see :mod:`macdiff_ray.augment.core`.
     """
-    if condition not in AUG_CONDITIONS:
-        raise ConfigError(f"condition (--aug-condition): {condition!r} is not one of {list(AUG_CONDITIONS)}")
+    check_aug_condition(condition)
     from macdiff_ray.data.manifest import load_manifest
     from macdiff_ray.train.checkpoint import check_compatible, load_checkpoint
 

@@ -68,11 +68,9 @@ class FinetuneConfig(EvalCommon):
         if self.augment:
             if not self.checkpoint:
                 raise ConfigError("FinetuneConfig.augment: needs a pretrained checkpoint (its decoder generates)")
-            from macdiff_ray.augment.core import AUG_CONDITIONS
+            from macdiff_ray.augment.core import check_aug_condition
 
-            if self.aug_condition not in AUG_CONDITIONS:
-                raise ConfigError(f"FinetuneConfig.aug_condition (--aug-condition): {self.aug_condition!r} is not "
-                                  f"one of {list(AUG_CONDITIONS)}")
+            check_aug_condition(self.aug_condition, "FinetuneConfig.aug_condition (--aug-condition)")
             if not 0 < self.t_start < 1000 or self.aug_ratio < 0 or self.augment_actors < 1:
                 raise ConfigError(f"FinetuneConfig: t_start {self.t_start} must be in (0, 1000), aug_ratio "
                                   f"{self.aug_ratio} >= 0, augment_actors {self.augment_actors} >= 1")

@@ -224,22 +224,7 @@ def visible_condition(model: Any, x: torch.Tensor, visible: torch.Tensor) -> tup
     x: (n, T, V, C) normalised; visible: (n, L) bool with the SAME count K >= 1 per row.
     Returns the compact condition ``(rows (n, K+1, D), index (n, L))`` for ``model.denoise(x_t, t, rows, index)``.
     """
-    from macdiff_ray.model.macdiff import Condition
-
-    counts = visible.sum(1)  # (n,)
-    k = int(counts[0])
-    if k < 1 or bool((counts != k).any()):
-        raise ValueError(f"visible: every row needs the same number K >= 1 of visible tokens, got {counts.tolist()}")
-    enc = model.encoder
-    tok = enc.embed(x)  # (n, L, D) patch embedding + positions
-    d = tok.shape[-1]
-    # ids_shuffle: visible tokens first (ascending), then the occluded ones; a stable sort keeps token order
-    ids_shuffle = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)  # (n, L)
-    ids_keep = ids_shuffle[:, :k]  # (n, K)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)  # (n, L)
-    vis = torch.gather(tok, 1, ids_keep[:, :, None].expand(-1, -1, d))  # (n, K, D)
-    z_local = enc._run(vis)  # (n, K, D) same blocks + final norm as forward_masked
-    return Condition(z_local, ids_keep, ids_restore).compact()  # (n, K+1, D), (n, L)
+    return model.encode_visible(x, visible).compact()  # (n, K+1, D), (n, L)
 
 
 def draw_visible_subset(visible: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:

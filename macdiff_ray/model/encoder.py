@@ -89,6 +89,25 @@ class SkeletonEncoder(nn.Module):
         vis = torch.gather(tok, 1, ids_keep[:, :, None].expand(-1, -1, d))  # (N, K, D)
         return self._run(vis), ids_keep, ids_restore  # (N, K, D), (N, K), (N, L)
 
+    def forward_visible(
+        self, x: torch.Tensor, visible: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode the given tokens: ``visible`` (N, L) bool with the SAME count K >= 1 per row.
+
+        Returns ``(z_local (N, K, D), ids_keep (N, K), ids_restore (N, L))`` as :meth:`forward_masked`, the kept
+        tokens in ascending token order (a stable sort; the blocks are permutation-equivariant anyway).
+        """
+        counts = visible.sum(1)  # (N,)
+        k = int(counts[0])
+        if k < 1 or bool((counts != k).any()):
+            raise ValueError(f"visible: every row needs the same number K >= 1 of visible tokens, got "
+                             f"{counts.tolist()}")
+        tok = self.embed(x)  # (N, L, D)
+        ids_shuffle = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)  # (N, L) visible first
+        ids_keep, ids_restore = ids_shuffle[:, :k], torch.argsort(ids_shuffle, dim=1)  # (N, K), (N, L)
+        vis = torch.gather(tok, 1, ids_keep[:, :, None].expand(-1, -1, tok.shape[-1]))  # (N, K, D)
+        return self._run(vis), ids_keep, ids_restore  # (N, K, D), (N, K), (N, L)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens, no masking (downstream use): (N, T, V, C) -> (N, Tp, V, D)."""
         h = self._run(self.embed(x))  # (N, L, D)

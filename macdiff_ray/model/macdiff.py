@@ -84,6 +84,11 @@ class MacDiff(nn.Module):
         z_local, ids_keep, ids_restore = self.encoder.forward_masked(x_view, generator)  # (N,K,D) (N,K) (N,L)
         return Condition(z_local, ids_keep, ids_restore)
 
+    def encode_visible(self, x: torch.Tensor, visible: torch.Tensor) -> Condition:
+        """Encoding of chosen tokens instead of a random mask: x (N, T, V, C), visible (N, L) bool with the same
+        count K >= 1 per row; every other token is a masked position of the :class:`Condition`."""
+        return Condition(*self.encoder.forward_visible(x, visible))
+
     def condition(
         self, x_view: torch.Tensor, generator: Optional[torch.Generator] = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
