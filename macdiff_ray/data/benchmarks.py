@@ -17,6 +17,7 @@ ntu120-xsub     performers in NTU120_TRAIN_SUBJECTS       63,026 / 50,919
 ntu120-xset     even setup ids                            54,468 / 59,477
 ucla-xview      views 1 and 2 (view 3 is test)            1,020 / 464
 msr-xsub        odd subjects (Li et al. 2010)             (see msr PROVENANCE)
+utk-xsub        odd subjects (UTKinect cross-subject)     100 / 99
 pku1/2-xsub     the stored ``split`` column, written by formats/pku.py
 custom          the stored ``split`` column
 synthetic       odd subjects train, even subjects test
@@ -178,6 +179,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark(
             "msr-xsub", ("msr",), _everything, lambda r: True,
+            lambda: _parity("subject") == 1, lambda r: int(r["subject"]) % 2 == 1,
+        ),
+        Benchmark(
+            "utk-xsub", ("utk",), _everything, lambda r: True,
             lambda: _parity("subject") == 1, lambda r: int(r["subject"]) % 2 == 1,
         ),
         Benchmark(

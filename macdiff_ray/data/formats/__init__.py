@@ -88,6 +88,7 @@ class FormatSpec:
 _REGISTERED: dict[str, tuple[str, str]] = {
     "ucla": ("macdiff_ray.data.formats.ucla", "UCLA_FORMAT"),
     "msr": ("macdiff_ray.data.formats.msr", "MSR_FORMAT"),
+    "utk": ("macdiff_ray.data.formats.utk", "UTK_FORMAT"),
     "arrays": ("macdiff_ray.data.formats.arrays", "ARRAYS_FORMAT"),
     "ctrgcn-npz": ("macdiff_ray.data.formats.ctrgcn_npz", "CTRGCN_NPZ_FORMAT"),
     "pyskl": ("macdiff_ray.data.formats.pyskl", "PYSKL_FORMAT"),
