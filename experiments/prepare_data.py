@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from macdiff_ray.data.formats import FORMATS  # noqa: E402
 from macdiff_ray.data.manifest import load_manifest  # noqa: E402
 from macdiff_ray.data.prepare import prepare_dataset  # noqa: E402
+from macdiff_ray.data.report import format_report  # noqa: E402
 from macdiff_ray.data.samples import DataFormatError  # noqa: E402
 
 
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
                                 synthetic_options={"num_samples": 60, "num_classes": 6, "seed": 0})
             load_manifest(Path(d) / "syn", verify_checksums=True)
             print(summary(m))
+            print(format_report(m))
         return 0
     fmt_opts = {}
     for kv in a.option:
@@ -90,6 +92,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(summary(m))
+    print(format_report(m))
     print(f"wrote {a.output}")
     return 0
 

@@ -44,6 +44,7 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never join a stray `ray start` cluster (or another test run's) by accident
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=int(1e9),

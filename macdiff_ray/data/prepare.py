@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from macdiff_ray import __version__
-from macdiff_ray.data.benchmarks import benchmarks_for_dataset, split_of
+from macdiff_ray.data.benchmarks import SPLITS, benchmarks_for_dataset, split_of
 from macdiff_ray.data.formats import FormatSpec, get_format
+from macdiff_ray.data.lengths import length_stats
 from macdiff_ray.data.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
+from macdiff_ray.data.report import build_report, sample_geometry
 from macdiff_ray.data.samples import DataFormatError, RawSample, validate_sample
 from macdiff_ray.data.shards import samples_to_table, spool_read, spool_write, write_shard
 
@@ -190,6 +192,8 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
     layout = None
     meta: list[RawSample] = []  # every kept sample with x replaced by an empty (0, 0, V, C) array
     moments: list[tuple[int, np.ndarray, np.ndarray]] = []
+    lengths: list[int] = []  # valid frames per kept sample (manifest "lengths")
+    geometry: list[tuple[float, float, float]] = []  # per-sample centre distance, size, bone (the report)
     seen: set[str] = set()
     buffer: list[RawSample] = []
     chunks: list[Path] = []
@@ -232,6 +236,8 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
             meta.append(RawSample(s.sample_id, np.zeros((0, 0) + x.shape[2:], np.float32), int(s.label),
                                   int(s.subject), int(s.view), int(s.setup), int(s.replication), s.split))
             moments.append(_moments(x))
+            lengths.append(int(x.shape[1]))
+            geometry.append(sample_geometry(x, layout.bones))
             max_frames = max(max_frames, x.shape[1])
             max_persons = max(max_persons, x.shape[0])
         flush(final=False)
@@ -256,9 +262,11 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
     rows = [{"label": s.label, "subject": s.subject, "view": s.view, "setup": s.setup,
              "replication": s.replication, "split": s.split} for s in meta]
     split_counts, stats = {}, {}
+    length_splits = {}
     for b in benchmarks_for_dataset(dataset):
         which = [split_of(b, r) for r in rows]
         split_counts[b] = {"train": which.count("train"), "test": which.count("test")}
+        length_splits[b] = {sp: length_stats([n for n, w in zip(lengths, which) if w == sp]) for sp in SPLITS}
         train = np.array([w == "train" for w in which])
         st = _combine(counts[train], means[train], m2s[train]) if train.any() else None
         if st is not None:
@@ -290,6 +298,9 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
         "num_samples": len(meta),
         "split_counts": split_counts,
         "stats": stats,
+        "lengths": {"all": length_stats(lengths), "splits": length_splits},  # macdiff_ray/data/lengths.py
+        "fps": spec.fps,
+        "report": build_report(*zip(*geometry)),  # macdiff_ray/data/report.py
         "shards": shards,
         "skipped": skipped,
         "created_by": f"macdiff_ray {__version__}",

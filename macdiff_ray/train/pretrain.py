@@ -36,7 +36,8 @@ import torch
 
 from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
 from macdiff_ray.train import checkpoint as ckpt_lib
-from macdiff_ray.train.config import RESUMABLE_CHANGES, PretrainConfig, resolve_model_config, steps_per_epoch
+from macdiff_ray.train.config import (RESUMABLE_CHANGES, PretrainConfig, plan_budget_epochs, resolve_model_config,
+                                     steps_per_epoch)
 from macdiff_ray.train.logging import RankZeroWriter, join, log, progress_line, read_json, write_json
 from macdiff_ray.train.loop import DiffusionLoss, train_epoch, validate
 from macdiff_ray.train.optim import WarmupCosine, build_optimizer
@@ -121,6 +122,12 @@ def _maybe_fail(cfg: PretrainConfig, epoch_number: int, rank: int) -> None:
     os._exit(1)
 
 
+def _budget_schedule(cfg: PretrainConfig, epochs: int, steps: int, warmup_steps: int) -> WarmupCosine:
+    """The lr schedule of a budgeted run once its epoch count is fixed: the cosine ends at the planned last step."""
+    total = max(1, epochs * steps)
+    return WarmupCosine(cfg.effective_lr, cfg.min_lr, min(warmup_steps, total), total)
+
+
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
     if not cfg.amp or device.type != "cuda":
         return None
@@ -156,6 +163,8 @@ def train_func(config: dict) -> dict:
     total_steps = steps * cfg.epochs
     warmup_steps = min(total_steps, int(round(cfg.warmup_epochs * steps)))
     lr_schedule = WarmupCosine(cfg.effective_lr, cfg.min_lr, warmup_steps, total_steps)
+    # Epochs this run will train: cfg.epochs, or (budget_minutes) fixed after the calibration epochs.
+    planned_epochs: Optional[int] = None if cfg.budget_minutes is not None else cfg.epochs
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     net = MacDiff(model_cfg)
@@ -168,6 +177,10 @@ def train_func(config: dict) -> dict:
         ckpt_lib.check_compatible(state, model_cfg, info["layout"], dataset=info["dataset"], benchmark=cfg.benchmark)
         net.load_state_dict(state["model"])  # strict: a partial load is an error
         start_epoch, step, resumed_from = int(state["epoch"]), int(state["step"]), int(state["epoch"])
+        plan = state.get("plan") or {}
+        if cfg.budget_minutes is not None and plan.get("epochs"):
+            planned_epochs = int(plan["epochs"])
+            lr_schedule = _budget_schedule(cfg, planned_epochs, steps, warmup_steps)
 
     wrapper = DiffusionLoss(net, make_schedule(cfg.diffusion)).to_device(device)
     # moves to device; DDP when world > 1 (gloo on CPU, NCCL on GPU); a Tune trial has world 1 and no Train context
@@ -195,7 +208,11 @@ def train_func(config: dict) -> dict:
     val_shard = get_shard("val") if cfg.validate_every else None
     history = []
     metrics: dict = {}
-    for epoch in range(start_epoch, cfg.epochs):
+    loop_t0 = time.perf_counter()
+    epoch_times: list[float] = []
+    epoch = start_epoch - 1
+    while epoch + 1 < (planned_epochs or cfg.epochs):
+        epoch += 1
         _maybe_fail(cfg, epoch + 1, rank)
         torch.manual_seed(cfg.seed + 10007 * (epoch + 1) + rank)  # masking/t/noise; reproducible on resume
         batches = iter_torch(shard, per_worker_batch, shuffle=True, drop_last=True, seed=cfg.seed + epoch)
@@ -219,6 +236,19 @@ def train_func(config: dict) -> dict:
                        resumed_from_epoch=-1 if resumed_from is None else resumed_from)
         if hooks is not None:
             metrics.update(hooks.epoch_metrics(net, epoch + 1, device))
+        if epoch > start_epoch:  # the attempt's first epoch includes worker and data warm-up
+            epoch_times.append(float(metrics["epoch_time_s"]))
+        if planned_epochs is None and (len(epoch_times) >= cfg.budget_calibration_epochs
+                                       or epoch + 1 >= cfg.epochs):
+            planned_epochs = plan_budget_epochs(cfg.epochs, epoch + 1, time.perf_counter() - loop_t0,
+                                                epoch_times or [float(metrics["epoch_time_s"])],
+                                                60.0 * cfg.budget_minutes)
+            lr_schedule = _budget_schedule(cfg, planned_epochs, steps, warmup_steps)
+            if rank == 0:
+                log.warning("pretrain: budget %.1f min -> %d epochs (median epoch %.2f s after %d measured)",
+                            cfg.budget_minutes, planned_epochs, sorted(epoch_times or [0.0])[len(epoch_times) // 2],
+                            len(epoch_times))
+        metrics["planned_epochs"] = planned_epochs if planned_epochs is not None else cfg.epochs
         history.append({k: metrics[k] for k in ("epoch", "loss", "mse", "uniformity", "lr", "grad_norm",
                                                  "samples_per_s", "epoch_time_s") if k in metrics})
         writer.scalars({f"train/{k}": metrics[k] for k in ("loss", "mse", "uniformity", "lr", "grad_norm",
@@ -226,8 +256,8 @@ def train_func(config: dict) -> dict:
         if "val_loss" in metrics:
             writer.scalars({"val/loss": metrics["val_loss"], "val/mse": metrics["val_mse"]}, step)
         if rank == 0:
-            log.warning("%s", progress_line(epoch, cfg.epochs, metrics))
-        last = epoch + 1 == cfg.epochs
+            log.warning("%s", progress_line(epoch, planned_epochs or cfg.epochs, metrics))
+        last = epoch + 1 == (planned_epochs or cfg.epochs)
         if last or (epoch + 1) % cfg.checkpoint_every == 0:
             writer.flush_to_output()
             name = f"epoch_{epoch + 1:05d}"
@@ -236,6 +266,7 @@ def train_func(config: dict) -> dict:
                     net, optimizer, scaler, epoch=epoch + 1, step=step, config=cfg, model_config=model_cfg,
                     data=_checkpoint_data(info),
                 )
+                state_dict["plan"] = {"epochs": planned_epochs, "budget_minutes": cfg.budget_minutes}
                 with tempfile.TemporaryDirectory(prefix="macdiff_ckpt_") as tmp:
                     ckpt_lib.save_checkpoint(state_dict, tmp)
                     report_epoch(metrics, tmp, name)
@@ -247,6 +278,7 @@ def train_func(config: dict) -> dict:
     return {
         "history": history,
         "start_epoch": start_epoch,
+        "planned_epochs": planned_epochs,
         "final_metrics": metrics,
         "steps_per_epoch": steps,
         "per_worker_batch": per_worker_batch,

@@ -32,6 +32,7 @@ A ``FormatSpec`` provides:
     Format options it accepts (``prepare_dataset(**format_options)``); any other key is an error. ``units`` is
     passed only to formats that list it.
 ``class_names``: optional tuple of class names (index = 0-based label), or a dict per dataset name.
+``fps``: the source frame rate if the dataset documents it (``None``: unknown; never guessed).
 
 CLI flags map to options: ``--missing-list FILE`` -> ``missing_list`` (a path string), ``--units`` -> ``units``,
 ``--num-samples/--num-classes/--seed`` -> the ``synthetic`` options ``num_samples``/``num_classes``/``seed``.
@@ -67,6 +68,7 @@ class FormatSpec:
     option_names: frozenset[str] = frozenset()
     classes_by_dataset: Mapping[str, int] = field(default_factory=dict)
     class_names: tuple[str, ...] | Mapping[str, tuple[str, ...]] | None = None
+    fps: float | None = None  # source frame rate where the dataset documents one (manifest "fps")
 
     def layout_for(self, options: dict, samples: list[RawSample]) -> JointLayout:
         """The layout (a callable ``layout`` decides from the data, e.g. the ``arrays`` format)."""

@@ -100,4 +100,5 @@ MSR_FORMAT = FormatSpec(
     max_persons=1,
     option_names=frozenset({"subset", "center"}),
     class_names=CLASS_NAMES,
+    fps=15.0,  # msr_action3d/PROVENANCE.md (depth camera)
 )

@@ -439,5 +439,6 @@ NTU_FORMAT = FormatSpec(
     num_classes=120,
     max_persons=2,
     option_names=frozenset({"missing_list", "dataset"}),
+    fps=30.0,  # Kinect v2 (ntu_rgbd_samples/PROVENANCE.md)
     classes_by_dataset={"ntu60": 60, "ntu120": 120},
 )

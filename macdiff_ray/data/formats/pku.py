@@ -310,5 +310,6 @@ PKU_FORMAT = FormatSpec(
     num_classes=51,
     max_persons=2,
     option_names=frozenset({"labels_dir", "phase", "split_file", "center"}),
+    fps=30.0,  # the official PKU-MMD README (pku_mmd_sample/PROVENANCE.md)
     classes_by_dataset={"pku1": 51, "pku2": 41},
 )
