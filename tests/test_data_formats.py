@@ -182,11 +182,11 @@ def test_arrays_units_persons_and_lengths(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2]), lengths=np.array([7, 7, 4]),
              split=np.array(["train", "test", ""]), subject=np.array([1, 2, 3]))
     fmt = get_format("arrays")
-    s_m = fmt.read(tmp_path / "d.npz", {"units": "mm"})
+    s_m = fmt.read(tmp_path / "d.npz", {"units": "mm", "center": False})  # camera coordinates kept
     assert [s.x.shape[:2] for s in s_m] == [(1, 7), (2, 7), (1, 4)]
     np.testing.assert_allclose(s_m[1].x[1, 0, 0], [0.5, 0.5, 0.5])
     np.testing.assert_allclose(s_m[0].x.max(), 1.0)
-    assert fmt.read(tmp_path / "d.npz", {"units": "cm"})[0].x.max() == pytest.approx(10.0)
+    assert fmt.read(tmp_path / "d.npz", {"units": "cm", "center": False})[0].x.max() == pytest.approx(10.0)
     assert [s.split for s in s_m] == ["train", "test", ""] and s_m[2].subject == 3
     assert fmt.layout_for({}, s_m).name == "ntu25"
 

@@ -192,7 +192,8 @@ def test_arrays_units_end_to_end(tmp_path):
     x = np.zeros((4, 12, 25, 3), np.float32)
     x[:, :10] = np.arange(25 * 3, dtype=np.float32).reshape(25, 3) * 10.0  # cm
     np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 0, 1]), split=np.array(["train", "train", "test", "test"]))
-    m = prepare_dataset("arrays", tmp_path / "d.npz", tmp_path / "out", units="cm", progress=False)
+    m = prepare_dataset("arrays", tmp_path / "d.npz", tmp_path / "out", units="cm", progress=False,
+                        center="false")  # raw coordinates: the values below are the file's (centring: test_data_arrays)
     assert m["dataset"] == "custom" and m["split_counts"] == {"custom": {"train": 2, "test": 2}}
     t = _all_rows(tmp_path / "out")
     assert t.column("length").to_pylist() == [10] * 4

@@ -9,12 +9,14 @@ All indices are 0-based. Layouts round-trip through ``manifest.json`` with :meth
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from macdiff_ray.config import ConfigError
 
-__all__ = ["JointLayout", "PART_NAMES", "LAYOUTS", "get_layout", "generic_layout"]
+__all__ = ["JointLayout", "PART_NAMES", "LAYOUTS", "get_layout", "generic_layout", "load_layout_json"]
 
 PART_NAMES: tuple[str, ...] = ("trunk", "left_arm", "right_arm", "left_leg", "right_leg")
 
@@ -202,3 +204,87 @@ def generic_layout(num_joints: int, parents: Sequence[int] | None = None, name: 
     parts = {k: () for k in PART_NAMES}
     parts["trunk"] = tuple(range(num_joints))
     return JointLayout(name or f"generic{num_joints}", tuple(f"j{i}" for i in range(num_joints)), par, parts, 0)
+
+
+# Keys of a layout JSON file (bring-your-own data, ``--option layout=FILE``): required, then optional.
+_JSON_REQUIRED = ("joint_names", "parents", "root")
+_JSON_OPTIONAL = ("name", "parts")
+
+
+def load_layout_json(path: str | Path) -> JointLayout:
+    """Read a joint layout from a small JSON file, strictly.
+
+    ``{"joint_names": [str, ...], "parents": [int, ...], "root": int | str, "name": str, "parts": {...}}``:
+    ``parents[v]`` is the 0-based parent of joint ``v`` (``-1`` for the tree's root); ``root`` (an index or a
+    joint name) is the joint each sequence is centred on (e.g. the pelvis); ``name`` defaults to the file
+    stem; ``parts`` (optional) maps some of :data:`PART_NAMES` to joint indices or names (missing parts are
+    empty; without ``parts`` every joint is ``trunk``). An unknown key, a wrong type or a bad parent raises
+    :class:`~macdiff_ray.data.samples.DataFormatError` naming the file and the field.
+    """
+    from macdiff_ray.data.samples import DataFormatError
+
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataFormatError(p, "", f"cannot read the layout file ({e.strerror})") from e
+    except json.JSONDecodeError as e:
+        raise DataFormatError(p, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise DataFormatError(p, f"byte {e.start}", "not UTF-8 text") from e
+    if not isinstance(d, dict):
+        raise DataFormatError(p, "top level", f"expected a JSON object, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_JSON_REQUIRED) - set(_JSON_OPTIONAL))
+    if unknown:
+        raise DataFormatError(p, f"field {unknown[0]}", f"unknown key; a layout file takes "
+                                                         f"{list(_JSON_REQUIRED)} and optionally {list(_JSON_OPTIONAL)}")
+    for k in _JSON_REQUIRED:
+        if k not in d:
+            raise DataFormatError(p, f"field {k}", "missing")
+    names = d["joint_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise DataFormatError(p, "field joint_names", f"expected a non-empty list of non-empty strings, got {names!r}")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DataFormatError(p, "field joint_names", f"joint name {dup!r} appears twice")
+    v = len(names)
+    parents = d["parents"]
+    if not isinstance(parents, list) or len(parents) != v:
+        raise DataFormatError(p, "field parents", f"expected a list of {v} integers (one per joint), got {parents!r}")
+
+    def joint(value, field_name: str) -> int:
+        if isinstance(value, str):
+            if value not in names:
+                raise DataFormatError(p, f"field {field_name}", f"unknown joint name {value!r}")
+            return names.index(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < v:
+            raise DataFormatError(p, f"field {field_name}", f"expected a joint index in [0, {v}) or a joint name, "
+                                                            f"got {value!r}")
+        return value
+
+    for j, par in enumerate(parents):
+        if isinstance(par, bool) or not isinstance(par, int) or par < -1 or par >= v or par == j:
+            raise DataFormatError(p, f"field parents[{j}]", f"{par!r} is not -1 or the index of another joint "
+                                                            f"in [0, {v})")
+    root = joint(d["root"], "root")
+    name = d["name"] if "name" in d else p.stem
+    if not isinstance(name, str) or not name:
+        raise DataFormatError(p, "field name", f"expected a non-empty string, got {name!r}")
+    if name in LAYOUTS or name.startswith("generic"):
+        raise DataFormatError(p, "field name", f"{name!r} is the name of a built-in layout; choose another")
+    parts: dict[str, tuple[int, ...]] = {k: () for k in PART_NAMES}
+    if "parts" in d:
+        if not isinstance(d["parts"], dict):
+            raise DataFormatError(p, "field parts", f"expected an object, got {type(d['parts']).__name__}")
+        for k, idx in d["parts"].items():
+            if k not in PART_NAMES:
+                raise DataFormatError(p, f"field parts.{k}", f"unknown body part; known: {list(PART_NAMES)}")
+            if not isinstance(idx, list):
+                raise DataFormatError(p, f"field parts.{k}", f"expected a list of joints, got {idx!r}")
+            parts[k] = tuple(joint(i, f"parts.{k}[{n}]") for n, i in enumerate(idx))
+    else:
+        parts["trunk"] = tuple(range(v))
+    try:
+        return JointLayout(name, tuple(names), tuple(parents), parts, center_joint=root)
+    except ConfigError as e:  # a cycle in parents
+        raise DataFormatError(p, "field parents", str(e)) from e

@@ -237,7 +237,7 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
                                   int(s.subject), int(s.view), int(s.setup), int(s.replication), s.split))
             moments.append(_moments(x))
             lengths.append(int(x.shape[1]))
-            geometry.append(sample_geometry(x, layout.bones))
+            geometry.append(sample_geometry(x, layout.bones, layout.center_joint if layout.bones else None))
             max_frames = max(max_frames, x.shape[1])
             max_persons = max(max_persons, x.shape[0])
         flush(final=False)

@@ -114,6 +114,21 @@ def center_on_joint(x: np.ndarray, joint: int) -> np.ndarray:
     return np.where(present, x - origin, x).astype(np.float32)
 
 
+def center_on_body(x: np.ndarray, joint: int | None) -> np.ndarray:
+    """Translate a sample so that actor 1's ``joint`` (``None``: the mean of its joints) in its first tracked
+    frame is the origin; for data whose first frames may be empty (the ``arrays`` format).
+
+    x: (M, T, V, C) metres. All-zero (untracked) frames stay zero, as in :func:`center_on_joint`.
+    """
+    tracked = np.flatnonzero(np.any(x[0] != 0, axis=(1, 2))) if x.shape[1] else []  # (T_tracked,)
+    if len(tracked) == 0:
+        return x
+    first = x[0, tracked[0]]  # (V, C)
+    origin = first.mean(axis=0) if joint is None else first[joint].copy()  # (C,)
+    present = np.any(x != 0, axis=(2, 3), keepdims=True)  # (M, T, 1, 1)
+    return np.where(present, x - origin, x).astype(np.float32)
+
+
 def center_option(options: dict) -> bool:
     """Format option ``center`` (default true): translate each sample with :func:`center_on_joint`."""
     value = options["center"] if "center" in options else True

@@ -5,8 +5,14 @@ optional ``lengths`` int ``(N,)`` (default: up to the last frame with a non-zero
 int ``(N,)``, ``split`` str ``(N,)`` of ``train``/``test``/``""`` (the ``custom`` benchmark), ``sample_id`` str
 ``(N,)`` (default ``<file stem>_<i>``). A person whose every value is zero is absent.
 
-Options: ``units`` (``m``/``cm``/``mm``, converted to metres), ``layout`` (a name for
-:func:`~macdiff_ray.data.layouts.get_layout`; default ``ntu25`` when V = 25, else a generic layout of V joints).
+Options: ``units`` (``m``/``cm``/``mm``, converted to metres); ``layout``: a name for
+:func:`~macdiff_ray.data.layouts.get_layout`, or a ``.json`` layout file read strictly by
+:func:`~macdiff_ray.data.layouts.load_layout_json` (joint names, parents, root joint, body parts); default
+``ntu25`` when V = 25, else a generic layout of V joints; ``center`` (default true): translate each sequence so
+that the layout's root joint (``center_joint``) in the first tracked frame of the first person is the origin,
+or, for a layout without bones (the generic one), the mean of its joints in that frame. Camera coordinates put
+bodies metres from the origin, where random rotations swing the whole body (issue 14: 18.5% probe accuracy
+uncentred, 61.9% centred); ``center=false`` keeps them.
 The ``ctrgcn-npz`` format reuses :func:`samples_from_arrays`.
 """
 
@@ -18,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from macdiff_ray.data.formats import FormatSpec, files_matching
-from macdiff_ray.data.layouts import JointLayout, generic_layout, get_layout
-from macdiff_ray.data.samples import DataFormatError, RawSample
+from macdiff_ray.data.layouts import JointLayout, generic_layout, get_layout, load_layout_json
+from macdiff_ray.data.samples import DataFormatError, RawSample, center_on_body, center_option
 
 UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 
@@ -99,14 +105,33 @@ def read(path: Path, options: dict) -> list[RawSample]:
     if not np.issubdtype(x.dtype, np.floating):
         raise DataFormatError(path, "field x", f"expected floats, got dtype {x.dtype}")
     opt = {k: z[k] for k in ("lengths", "subject", "view", "split", "sample_id") if k in z}
-    return samples_from_arrays(path, x, z["y"], scale=unit_scale(options), prefix=f"{path.stem}_", **opt)
+    samples = samples_from_arrays(path, x, z["y"], scale=unit_scale(options), prefix=f"{path.stem}_", **opt)
+    if center_option(options):
+        layout = _layout(options, x.shape[3], path)
+        joint = layout.center_joint if layout.bones else None  # no tree, no root: the body centre
+        for s in samples:
+            s.x = center_on_body(s.x, joint)
+    return samples
+
+
+def _layout(options: dict, num_joints: int, path: Path) -> JointLayout:
+    """The layout option (a built-in name or a ``.json`` file), else ``ntu25`` for 25 joints, else generic."""
+    if "layout" in options:
+        value = str(options["layout"])
+        if value.endswith(".json") or Path(value).is_file():
+            lay = load_layout_json(value)
+        else:
+            lay = get_layout(value)
+        if lay.num_joints != num_joints:
+            raise DataFormatError(path, f"option layout={value}", f"layout {lay.name!r} has {lay.num_joints} "
+                                                                   f"joints, the data has {num_joints}")
+        return lay
+    return get_layout("ntu25") if num_joints == 25 else generic_layout(max(num_joints, 1))
 
 
 def layout_from(options: dict, samples: list[RawSample]) -> JointLayout:
-    if "layout" in options:
-        return get_layout(options["layout"])
     v = samples[0].x.shape[2] if samples[0].x.ndim == 4 else 0
-    return get_layout("ntu25") if v == 25 else generic_layout(max(v, 1))
+    return _layout(options, v, Path(samples[0].sample_id))
 
 
 ARRAYS_FORMAT = FormatSpec(
@@ -117,5 +142,5 @@ ARRAYS_FORMAT = FormatSpec(
     layout=layout_from,
     num_classes=None,
     max_persons=1,
-    option_names=frozenset({"units", "layout"}),
+    option_names=frozenset({"units", "layout", "center"}),
 )
