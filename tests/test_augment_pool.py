@@ -27,10 +27,11 @@ def synth_ckpt(synthetic_prepared, tmp_path_factory):
 
 def _expected(aug, epoch: int) -> np.ndarray:
     """The epoch's samples computed in this process, chunk by chunk, with the pool's seeds."""
-    w = AugmentWorker(_bundle(aug), aug.pool.t_start, aug.sources.stats, condition=aug.pool.condition)
+    w = AugmentWorker(_bundle(aug), aug.pool.t_start, aug.sources.stats, condition=aug.pool.condition,
+                      train_transform=aug.sources.train_transform)
     rows = aug.plan(epoch)
     parts = [w.augment(aug.sources.x, aug.sources.person_valid, rows[a : a + aug.chunk_size],
-                       epoch_chunk_seed(aug.seed, epoch, k))
+                       epoch_chunk_seed(aug.seed, epoch, k), aug.sources.raw)
              for k, a in enumerate(range(0, len(rows), aug.chunk_size))]
     return np.concatenate(parts)
 
@@ -70,7 +71,7 @@ def test_pool_epochs_keep_labels_shapes_and_overlap(ray_session, synthetic_prepa
 
 def test_pool_t_start_zero_returns_sources(ray_session, synthetic_prepared, synth_ckpt):
     aug = build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", labeled_indices=[0, 5, 9], t_start=0,
-                          ratio=2.0, num_actors=1, chunk_size=4)
+                          ratio=2.0, num_actors=1, chunk_size=4, source_transform="eval")
     try:
         out = aug.collect(0)  # without prefetch: submitted and waited for here
         rows = aug.plan(0)
@@ -181,3 +182,26 @@ def test_offline_shards_real_ucla(ray_session, ucla_prepared, tmp_path):
     n_src = manifest["augmentation"]["num_sources"]
     assert n_src >= 10  # at least one per class
     _check_offline(out, ucla_prepared, "ucla-xview", manifest, n_sources=n_src, epochs=1)
+
+
+def test_sources_take_the_training_transform_per_chunk(synthetic_prepared, synth_ckpt):
+    # Issue 14: augmentation sources are cropped and rotated like real training batches, afresh for every chunk
+    # seed; "eval" keeps the old single centre-cropped pass.
+    from macdiff_ray.augment.pool import load_sources, model_bundle
+    from macdiff_ray.train.checkpoint import load_checkpoint
+
+    src = load_sources(synthetic_prepared, "synthetic", num_frames=T0, labeled_fraction=0.1)
+    old = load_sources(synthetic_prepared, "synthetic", num_frames=T0, labeled_fraction=0.1, source_transform="eval")
+    assert old.raw is None and src.raw is not None and src.train_transform["num_frames"] == T0
+    assert src.raw["x"].shape[0] == len(src) and np.array_equal(src.x, old.x)
+    w = AugmentWorker(model_bundle(load_checkpoint(synth_ckpt)), 0, src.stats, train_transform=src.train_transform)
+    rows = np.arange(4)
+    a1 = w.augment(src.x, src.person_valid, rows, 11, src.raw)
+    a2 = w.augment(src.x, src.person_valid, rows, 11, src.raw)
+    b = w.augment(src.x, src.person_valid, rows, 12, src.raw)
+    np.testing.assert_array_equal(a1, a2)  # seeded
+    assert not np.allclose(a1, b)  # another seed, another crop and rotation
+    # t_s = 0 is the identity denoise: the output is the training-transformed source itself, not the centre crop
+    assert not np.allclose(a1, src.x[rows], atol=1e-3)
+    plain = AugmentWorker(model_bundle(load_checkpoint(synth_ckpt)), 0, old.stats)
+    np.testing.assert_allclose(plain.augment(old.x, old.person_valid, rows, 11), old.x[rows], atol=1e-5)

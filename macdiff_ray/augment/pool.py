@@ -2,8 +2,11 @@
 
 Pieces:
 
-* :func:`load_sources`: the labelled subset of a benchmark's training split, passed ONCE through the evaluation
-  transform (centre crop 0.95, resize to the checkpoint's T0, normalisation with the dataset's stats).
+* :func:`load_sources`: the labelled subset of a benchmark's training split. By default (``source_transform=
+  "train"``) the raw rows are kept and every chunk passes through the TRAINING transform (random crop and resize
+  to the checkpoint's T0, random rotation, normalisation) with the chunk's seed before the one-step denoise, so
+  that augmented samples vary as real training batches do. ``"eval"`` passes them once through the evaluation
+  transform (centre crop 0.95, no rotation), the behaviour before issue 14.
 * :class:`AugmentWorker` (run as a Ray actor): holds the frozen pretrained MacDiff (encoder + decoder, eval mode)
   and augments chunks of source rows with :func:`macdiff_ray.augment.core.augment_batch`.
 * :class:`AugmentPool`: K actors; each asks for ``cpu_per_actor`` logical CPUs (fractional by default, RAY-NOTES
@@ -68,6 +71,9 @@ class Sources:
     sample_id: np.ndarray
     meta: dict[str, np.ndarray]
     stats: dict
+    # source_transform="train": the raw rows the actors crop and rotate per chunk, and that transform's config
+    raw: Optional[dict] = None  # {"x" (N, M, T_max, V, C) metres, "length" (N,), "num_persons" (N,)}
+    train_transform: Optional[dict] = None  # TrainTransformConfig fields
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -109,6 +115,7 @@ def load_sources(
     persons: str = "all",
     crop: float = 0.95,
     read_batch: int = 256,
+    source_transform: str = "train",
 ) -> Sources:
     """Read the labelled training rows and apply :class:`EvalTransform` once (numpy, in this process).
 
@@ -117,13 +124,23 @@ def load_sources(
     neither: the whole training split. Rows come back in ``sample_id`` order.
     """
     from macdiff_ray.data.pipeline import dataset_stats, read_transformed
-    from macdiff_ray.data.transforms import EvalTransform
+    from macdiff_ray.data.transforms import EvalTransform, TrainTransformConfig, decode_batch
 
+    if source_transform not in ("train", "eval"):
+        raise ConfigError(f"source_transform: {source_transform!r} is not 'train' or 'eval'")
     ids, shards = _train_selection(data_dir, benchmark, labeled_indices, labeled_fraction, subset_seed)
     stats = dataset_stats(data_dir, benchmark)
-    transform = EvalTransform(stats, num_frames=num_frames, crop=crop, persons=persons)
+    evaluate = EvalTransform(stats, num_frames=num_frames, crop=crop, persons=persons)
+    raw_x: list[np.ndarray] = []
+
+    def transform(part):
+        if source_transform == "train":
+            raw_x.append(decode_batch(part)["x"])  # (B, M, T_max, V, C) metres, kept for per-chunk cropping
+        return evaluate(part)
+
     meta_cols = ("subject", "view", "setup", "replication", "split")
-    rows = read_transformed(shards, ids, transform, read_batch=read_batch, extra_columns=meta_cols)
+    extra = meta_cols + (("length", "num_persons") if source_transform == "train" else ())
+    rows = read_transformed(shards, ids, transform, read_batch=read_batch, extra_columns=extra)
     if len(rows["sample_id"]) != len(ids):
         raise ValueError(f"{data_dir}: found {len(rows['sample_id'])} of the {len(ids)} selected training rows in "
                          "the shards")
@@ -135,6 +152,11 @@ def load_sources(
         meta={c: (np.asarray(rows[c], dtype=object) if c == "split" else np.asarray(rows[c], dtype=np.int32))
               for c in meta_cols},
         stats={"mean": list(stats.mean), "std": list(stats.std)},
+        raw=None if source_transform == "eval" else {
+            "x": np.ascontiguousarray(np.concatenate(raw_x), np.float32),
+            "length": np.asarray(rows["length"], np.int64), "num_persons": np.asarray(rows["num_persons"], np.int64)},
+        train_transform=None if source_transform == "eval" else dataclasses.asdict(
+            TrainTransformConfig(num_frames=num_frames, persons=persons)),
     )
 
 
@@ -208,8 +230,14 @@ class AugmentWorker:
     """
 
     def __init__(self, bundle: Mapping[str, Any], t_start: int, data_stats: Mapping[str, Sequence[float]],
-                 num_threads: int = 1, condition: str = "masked"):
+                 num_threads: int = 1, condition: str = "masked", train_transform: Optional[Mapping] = None):
         self.condition = check_aug_condition(condition)
+        self._train_cfg = None
+        if train_transform is not None:
+            from macdiff_ray.data.transforms import TrainTransformConfig
+
+            self._train_cfg = TrainTransformConfig(**dict(train_transform))
+        self._data_stats = {k: list(data_stats[k]) for k in ("mean", "std")}
         self.model, self.schedule, self.device = load_frozen_model(bundle, num_threads)
         self.t_start = int(t_start)
         d_mean, d_std = (np.asarray(data_stats[k], np.float64) for k in ("mean", "std"))
@@ -219,11 +247,24 @@ class AugmentWorker:
         self._shift = torch.tensor((d_mean - c_mean) / c_std, dtype=torch.float32, device=self.device)  # (C,)
         self._renorm = not (np.array_equal(d_mean, c_mean) and np.array_equal(d_std, c_std))
 
-    def augment(self, x_src: np.ndarray, valid_src: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
+    def augment(self, x_src: np.ndarray, valid_src: np.ndarray, rows: np.ndarray, seed: int,
+                raw: Optional[Mapping[str, np.ndarray]] = None) -> np.ndarray:
         """Augment ``x_src[rows]``: x_src (N, M, T0, V, C) float32, valid_src (N, M) bool, rows (n,) int64.
+        With a training transform (``Sources.train_transform``) and ``raw`` (``Sources.raw``), the rows are instead
+        cropped, resized, rotated and normalised from the raw data by that transform, seeded by ``seed``.
         Returns float32 (n, M, T0, V, C) in the data's normalisation."""
-        x = torch.from_numpy(np.ascontiguousarray(x_src[rows])).to(self.device)  # (n, M, T0, V, C)
-        valid = torch.from_numpy(np.ascontiguousarray(valid_src[rows])).to(self.device)  # (n, M)
+        if self._train_cfg is not None and raw is not None:
+            from macdiff_ray.data.transforms import TrainTransform
+
+            tf = TrainTransform.from_config(self._data_stats, self._train_cfg, seed=int(seed) % (2**63), epoch=0)
+            batch = {"x": raw["x"][rows], "length": raw["length"][rows], "num_persons": raw["num_persons"][rows],
+                     "label": np.zeros(len(rows), np.int64)}
+            out = tf(batch)
+            x_np, valid_np = out["x"], out["person_valid"]  # (n, M, T0, V, C), (n, M)
+        else:
+            x_np, valid_np = x_src[rows], valid_src[rows]
+        x = torch.from_numpy(np.ascontiguousarray(x_np)).to(self.device)  # (n, M, T0, V, C)
+        valid = torch.from_numpy(np.ascontiguousarray(valid_np)).to(self.device)  # (n, M)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))  # CPU draw: same noise on CPU and GPU actors
         keep = valid[:, :, None, None, None]  # (n, M, 1, 1, 1)
         if self._renorm:
@@ -298,6 +339,8 @@ class AugmentPool:
         self._bundle_ref = ray.put(dict(bundle))
         self._x_ref = ray.put(sources.x)
         self._valid_ref = ray.put(sources.person_valid)
+        self._raw_ref = ray.put(sources.raw) if sources.raw is not None else None
+        self._train_transform = sources.train_transform if sources.raw is not None else None
         self._stats = dict(sources.stats)
         self._cls = ray.remote(AugmentWorker).options(
             num_cpus=self.cpu_per_actor, num_gpus=self.gpu_per_actor, max_restarts=0, max_task_retries=0
@@ -307,11 +350,12 @@ class AugmentPool:
         self._next_slot = 0
 
     def _new_actor(self):
-        return self._cls.remote(self._bundle_ref, self.t_start, self._stats, self.num_threads, self.condition)
+        return self._cls.remote(self._bundle_ref, self.t_start, self._stats, self.num_threads, self.condition,
+                                self._train_transform)
 
     def _send(self, task: _Task) -> None:
         task.actor = self.actors[task.slot]
-        task.ref = task.actor.augment.remote(self._x_ref, self._valid_ref, task.rows, task.seed)
+        task.ref = task.actor.augment.remote(self._x_ref, self._valid_ref, task.rows, task.seed, self._raw_ref)
 
     def submit(self, epoch: int, chunk: int, rows: np.ndarray, seed: int) -> _Task:
         """Queue one chunk on the next actor (round robin; actors run their queue in order, so an earlier
@@ -480,6 +524,7 @@ def build_augmenter(
     num_threads: Optional[int] = None,
     diffusion: Optional[Mapping[str, Any]] = None,
     condition: str = "masked",
+    source_transform: str = "train",
 ) -> DiffusionAugmenter:
     """The fine-tuning loop's augmenter (``--augment --t-start T --aug-ratio L --augment-actors K``).
 
@@ -488,6 +533,8 @@ def build_augmenter(
     ``labeled_fraction`` + ``subset_seed``; neither = the whole training split. T0 is the checkpoint model's
     ``num_frames``. Needs a running Ray. Remember ``shutdown()`` (or use it as a context manager).
     ``condition``: ``"masked"`` (default) or ``"full"``, see :mod:`macdiff_ray.augment.core`.
+    ``source_transform``: ``"train"`` (default: each chunk cropped and rotated afresh) or ``"eval"`` (one centre
+    crop), see :func:`load_sources`.
     """
     check_aug_condition(condition)
     from macdiff_ray.data.manifest import load_manifest
@@ -506,6 +553,7 @@ def build_augmenter(
     sources = load_sources(
         data_dir, benchmark, num_frames=int(bundle["model_config"]["num_frames"]), labeled_indices=labeled_indices,
         labeled_fraction=labeled_fraction, subset_seed=subset_seed, persons=persons, crop=crop,
+        source_transform=source_transform,
     )
     pool = AugmentPool(bundle, sources, t_start, num_actors, cpu_per_actor=cpu_per_actor,
                        gpu_per_actor=gpu_per_actor, num_threads=num_threads, condition=condition)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from macdiff_ray.config import ConfigError, absolute_paths, replace
 from macdiff_ray.eval.probe import EvalCommon, run_protocol
@@ -46,6 +46,8 @@ class FinetuneConfig(EvalCommon):
     aug_ratio: float = 0.5
     augment_actors: int = 1
     aug_condition: str = "masked"  # decoder condition of the augmentation: "masked" or "full" (augment.core)
+    # augmentation sources: "train" = cropped and rotated afresh per chunk like real batches; "eval" = one centre crop
+    aug_source_transform: Literal["train", "eval"] = "train"
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -99,7 +101,8 @@ def _build_augmenter(cfg: FinetuneConfig, seed: int):
     # (select_split with labeled_fraction/subset_seed), so sources == the labelled training rows.
     return build_augmenter(cfg.checkpoint, cfg.data_dir, cfg.benchmark, t_start=cfg.t_start, ratio=cfg.aug_ratio,
                            num_actors=cfg.augment_actors, seed=seed, labeled_fraction=cfg.labeled_fraction,
-                           subset_seed=cfg.subset_seed, condition=cfg.aug_condition)
+                           subset_seed=cfg.subset_seed, condition=cfg.aug_condition,
+                           source_transform=cfg.aug_source_transform)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
