@@ -1,22 +1,43 @@
-"""Budgeted pretraining: the epoch plan (pure function) and a budgeted run on a local Ray (synthetic data)."""
+"""Budgeted pretraining: the wall-clock cosine (pure, with a fake clock) and a budgeted run on a local Ray."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from macdiff_ray.config import ConfigError, from_dict
 from macdiff_ray.train import PretrainConfig, load_checkpoint, run_pretrain
-from macdiff_ray.train.config import plan_budget_epochs
+from macdiff_ray.train.optim import BudgetCosine
 
 
-def test_plan_uses_median_epoch_time_and_caps():
-    # 10 s elapsed, epochs of 2 s (median of 1.9, 2.0, 9.0), 60 s budget -> 25 more epochs after 4 done.
-    assert plan_budget_epochs(100, 4, 10.0, [1.9, 2.0, 9.0], 60.0) == 29
-    assert plan_budget_epochs(20, 4, 10.0, [2.0], 60.0) == 20  # capped at the configured epochs
-    assert plan_budget_epochs(20, 4, 70.0, [2.0], 60.0) == 5  # over budget already: still one more epoch
-    assert plan_budget_epochs(4, 4, 70.0, [2.0], 60.0) == 4  # nothing left to do
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_budget_cosine_follows_time_not_steps():
+    clock = FakeClock()
+    s = BudgetCosine(1.0, 0.0, warmup_steps=4, budget_s=104.0, clock=clock)
+    assert s.lr(0) == pytest.approx(0.25) and s.lr(3) == pytest.approx(1.0)  # warmup by steps
+    clock.now += 4.0  # warmup took 4 s: 100 s left for the cosine
+    assert s.lr(4) == pytest.approx(1.0)  # the cosine starts here
+    clock.now += 50.0
+    assert s.lr(5) == pytest.approx(0.5)  # half the remaining time -> half way, whatever the step
+    assert s.lr(500) == pytest.approx(0.5)
+    clock.now += 50.0
+    assert s.lr(6) == pytest.approx(0.0, abs=1e-12) and s.progress() == 1.0
+    # resume: a new schedule with the stored clock continues where the old one was
+    st = s.state()
+    clock2 = FakeClock()
+    r = BudgetCosine(1.0, 0.0, 4, st["budget_s"], spent_s=st["spent_s"] - 75.0, warmup_end_s=st["warmup_end_s"],
+                     clock=clock2)
+    assert r.lr(7) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
     with pytest.raises(ValueError):
-        plan_budget_epochs(10, 1, 0.0, [], 60.0)
+        BudgetCosine(1.0, 0.0, 1, 0.0)
 
 
 def test_budget_config_is_checked():
@@ -25,21 +46,18 @@ def test_budget_config_is_checked():
 
 
 @pytest.mark.ray
-def test_budgeted_run_stops_inside_budget_and_stores_plan(ray_session, synthetic_prepared, tmp_path):
-    # A budget far below the cap: the plan must stop the run before `epochs` and the lr must reach min_lr there.
+def test_budgeted_run_stops_inside_budget_and_stores_its_clock(ray_session, synthetic_prepared, tmp_path):
+    # A 36-second budget far below the 500-epoch cap: the run must stop early, with the lr annealed near min_lr.
     cfg = from_dict(PretrainConfig, dict(
         data_dir=str(synthetic_prepared), benchmark="synthetic", preset="tiny", num_frames=32, epochs=500,
         batch_size=16, max_steps_per_epoch=2, warmup_epochs=1.0, checkpoint_every=1000, use_gpu="no",
-        budget_minutes=0.15, budget_calibration_epochs=2, output=str(tmp_path / "run"), lr_scaling="none",
+        budget_minutes=0.6, output=str(tmp_path / "run"), lr_scaling="none",
     ))
     res = run_pretrain(cfg, quiet=True)
-    planned = res["final_epoch"]
-    assert 3 <= planned < 500
+    final = res["final_epoch"]
+    assert 2 <= final < 500
     state = load_checkpoint(res["checkpoint"])
-    assert state["plan"] == {"epochs": planned, "budget_minutes": 0.15}
-    assert state["epoch"] == planned
-    # The cosine ends at the planned last step (not at epoch 500): the last step's lr is that schedule's.
-    from macdiff_ray.train.optim import WarmupCosine
-
-    total = planned * 2
-    assert res["history"][-1]["lr"] == pytest.approx(WarmupCosine(cfg.effective_lr, cfg.min_lr, 2, total).lr(total - 1))
+    assert state["epoch"] == final and state["budget"]["budget_s"] == pytest.approx(36.0)
+    assert state["budget"]["spent_s"] <= 36.0 + 15.0  # stopped at (about) the budget, not at epoch 500
+    lrs = [h["lr"] for h in res["history"]]
+    assert lrs[-1] < 0.35 * max(lrs)  # well down the cosine by the last epoch

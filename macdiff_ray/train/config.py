@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional
 
 from macdiff_ray.config import ConfigError, from_dict, to_dict
 from macdiff_ray.diffusion import DiffusionConfig
+from macdiff_ray.train.tracking import TrackingConfig
 
 PRESETS = ("paper", "small", "tiny")
 
@@ -49,12 +50,11 @@ class PretrainConfig:
     compile: bool = False  # torch.compile the Transformer blocks (sets ModelConfig.use_compile)
     max_steps_per_epoch: Optional[int] = None  # cap on optimiser steps per epoch (smoke tests, benchmarks)
     validate_every: int = 0  # epochs between validation-loss passes on the test split; 0 = never
-    # Wall-clock budget of the training loop in minutes (None = none). The run measures its own epoch time over
-    # the first `budget_calibration_epochs` epochs after the first (which includes warm-up), then fixes the
-    # number of epochs it can finish inside the budget (at most `epochs`) and sets the cosine schedule to end
-    # there; the plan is stored in every checkpoint, so a resumed run keeps it.
+    # Wall-clock budget of the training loop in minutes (None = none). After warmup the lr follows a half cosine
+    # over the time left (train.optim.BudgetCosine), and the run stops after the last epoch that its recent epoch
+    # times say ends inside the budget (at most `epochs`); the clock is stored in checkpoints, so a resumed run
+    # keeps the same budget.
     budget_minutes: Optional[float] = None
-    budget_calibration_epochs: int = 3
     val_max_batches: int = 8
     # --- scale / placement ---
     num_workers: int = 1
@@ -67,6 +67,7 @@ class PretrainConfig:
     max_failures: int = 2  # worker-group restarts from the newest checkpoint (Ray FailureConfig)
     seed: int = 0
     smoke_test: bool = False
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (off by default; train/tracking.py)
     # --- TEST-ONLY fault injection: never set in real runs ---
     fail_at_epoch: Optional[int] = None  # test-only: rank `fail_rank` calls os._exit(1) at the start of this epoch
     fail_rank: int = 1  # test-only
@@ -101,8 +102,6 @@ class PretrainConfig:
             raise bad("validate_every", "must be >= 0")
         if self.budget_minutes is not None and not self.budget_minutes > 0:
             raise bad("budget_minutes", "must be > 0 or null")
-        if self.budget_calibration_epochs < 1:
-            raise bad("budget_calibration_epochs", "must be >= 1")
         if self.batch_size % self.num_workers != 0:
             raise ConfigError(
                 f"PretrainConfig.batch_size: {self.batch_size} (global) is not divisible by "
@@ -155,17 +154,6 @@ def steps_per_epoch(cfg: PretrainConfig, num_train_samples: int) -> int:
     return steps
 
 
-def plan_budget_epochs(cap: int, done: int, elapsed_s: float, epoch_times: list[float], budget_s: float) -> int:
-    """Epochs a budgeted run will finish: ``done`` so far plus as many more as fit in what is left of
-    ``budget_s`` at the median measured epoch time, clipped to ``[done, cap]`` (and at least ``done + 1`` while
-    ``done < cap``: a run always makes progress)."""
-    if not epoch_times:
-        raise ValueError("plan_budget_epochs: no measured epoch time")
-    per_epoch = sorted(epoch_times)[len(epoch_times) // 2]
-    more = int((budget_s - elapsed_s) // max(per_epoch, 1e-9))
-    return max(min(cap, done + max(more, 0)), min(cap, done + 1) if done < cap else done)
-
-
 def resolve_model_config(cfg: PretrainConfig, num_joints: int):
     """The ModelConfig of this run: the preset for the dataset's joints/frames, then ``model_overrides``."""
     from macdiff_ray.model import ModelConfig, model_preset
@@ -201,6 +189,6 @@ RESUMABLE_CHANGES = frozenset(
     {
         "epochs", "num_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "keep_checkpoints",
         "max_failures", "max_steps_per_epoch", "validate_every", "budget_minutes", "val_max_batches", "data_dir", "output",
-        "compile", "smoke_test", "fail_at_epoch", "fail_rank", "fail_once_marker",
+        "compile", "smoke_test", "fail_at_epoch", "fail_rank", "fail_once_marker", "tracking",
     }
 )

@@ -7,6 +7,8 @@ METHOD.md: AdamW betas (0.9, 0.95), weight decay 0.05, none on biases and norms;
 from __future__ import annotations
 
 import math
+import time
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -88,3 +90,49 @@ def grad_global_norm(parameters) -> float:
     if not norms:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack(norms), 2))
+
+
+class BudgetCosine:
+    """A schedule for a wall-clock budget: linear warmup over ``warmup_steps``, then a half cosine from ``peak``
+    to ``floor`` over the TIME left in ``budget_s`` (progress = seconds since warmup ended / seconds the budget
+    had left then). On a shared machine the epoch time drifts; a schedule in time still ends at the budget.
+
+    ``spent_s`` and ``warmup_end_s`` restore a resumed run's clock (see :meth:`state`); ``clock`` is injectable
+    for tests."""
+
+    def __init__(self, peak: float, floor: float, warmup_steps: int, budget_s: float, *, spent_s: float = 0.0,
+                 warmup_end_s: Optional[float] = None, clock: Callable[[], float] = time.perf_counter):
+        if not budget_s > 0:
+            raise ValueError(f"BudgetCosine: budget_s must be > 0, got {budget_s}")
+        if floor > peak:
+            raise ValueError(f"BudgetCosine: floor {floor} above peak {peak}")
+        self.peak, self.floor, self.warmup_steps, self.budget_s = peak, floor, max(0, int(warmup_steps)), budget_s
+        self._clock = clock
+        self._t0 = clock() - float(spent_s)
+        self.warmup_end_s = warmup_end_s
+
+    def spent(self) -> float:
+        """Seconds of the budget used so far (earlier attempts included)."""
+        return self._clock() - self._t0
+
+    def progress(self) -> float:
+        if self.warmup_end_s is None:
+            return 0.0
+        left = max(1e-9, self.budget_s - self.warmup_end_s)
+        return min(1.0, max(0.0, (self.spent() - self.warmup_end_s) / left))
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        if self.warmup_end_s is None:
+            self.warmup_end_s = self.spent()
+        return self.floor + (self.peak - self.floor) * 0.5 * (1.0 + math.cos(math.pi * self.progress()))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def state(self) -> dict:
+        return {"spent_s": self.spent(), "warmup_end_s": self.warmup_end_s, "budget_s": self.budget_s}

@@ -34,13 +34,14 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from macdiff_ray import console
 from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
 from macdiff_ray.train import checkpoint as ckpt_lib
-from macdiff_ray.train.config import (RESUMABLE_CHANGES, PretrainConfig, plan_budget_epochs, resolve_model_config,
-                                     steps_per_epoch)
+from macdiff_ray.train.config import RESUMABLE_CHANGES, PretrainConfig, resolve_model_config, steps_per_epoch
 from macdiff_ray.train.logging import RankZeroWriter, join, log, progress_line, read_json, write_json
 from macdiff_ray.train.loop import DiffusionLoss, train_epoch, validate
-from macdiff_ray.train.optim import WarmupCosine, build_optimizer
+from macdiff_ray.train.optim import BudgetCosine, WarmupCosine, build_optimizer
+from macdiff_ray.train.tracking import RunTracker, resolve_uri
 
 RUN_NAME = "checkpoints"  # Ray Train run name: checkpoints land in RUN_DIR/checkpoints/<epoch_XXXXX>/
 
@@ -122,10 +123,15 @@ def _maybe_fail(cfg: PretrainConfig, epoch_number: int, rank: int) -> None:
     os._exit(1)
 
 
-def _budget_schedule(cfg: PretrainConfig, epochs: int, steps: int, warmup_steps: int) -> WarmupCosine:
-    """The lr schedule of a budgeted run once its epoch count is fixed: the cosine ends at the planned last step."""
-    total = max(1, epochs * steps)
-    return WarmupCosine(cfg.effective_lr, cfg.min_lr, min(warmup_steps, total), total)
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (ranks' clocks differ; all must stop at the same epoch)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
@@ -153,6 +159,9 @@ def train_func(config: dict) -> dict:
         rank, world = ctx.get_world_rank(), ctx.get_world_size()
     else:  # a Tune trial: this process is the only worker
         rank, world = 0, 1
+    console.worker_logging()
+    # Rank 0 of a Train run prints its bars and epoch lines; a Tune trial stays quiet (the sweep has its own bar).
+    chatty = rank == 0 and hooks is None
     if cfg.batch_size % world:
         raise ConfigError(f"PretrainConfig.batch_size: {cfg.batch_size} not divisible by {world} workers")
     per_worker_batch = cfg.batch_size // world
@@ -163,8 +172,8 @@ def train_func(config: dict) -> dict:
     total_steps = steps * cfg.epochs
     warmup_steps = min(total_steps, int(round(cfg.warmup_epochs * steps)))
     lr_schedule = WarmupCosine(cfg.effective_lr, cfg.min_lr, warmup_steps, total_steps)
-    # Epochs this run will train: cfg.epochs, or (budget_minutes) fixed after the calibration epochs.
-    planned_epochs: Optional[int] = None if cfg.budget_minutes is not None else cfg.epochs
+    if cfg.budget_minutes is not None:  # a cosine over the wall-clock budget instead of over `epochs`
+        lr_schedule = BudgetCosine(cfg.effective_lr, cfg.min_lr, warmup_steps, 60.0 * cfg.budget_minutes)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     net = MacDiff(model_cfg)
@@ -177,10 +186,10 @@ def train_func(config: dict) -> dict:
         ckpt_lib.check_compatible(state, model_cfg, info["layout"], dataset=info["dataset"], benchmark=cfg.benchmark)
         net.load_state_dict(state["model"])  # strict: a partial load is an error
         start_epoch, step, resumed_from = int(state["epoch"]), int(state["step"]), int(state["epoch"])
-        plan = state.get("plan") or {}
-        if cfg.budget_minutes is not None and plan.get("epochs"):
-            planned_epochs = int(plan["epochs"])
-            lr_schedule = _budget_schedule(cfg, planned_epochs, steps, warmup_steps)
+        clock = state.get("budget") or {}
+        if cfg.budget_minutes is not None and clock:  # the budget already spent by earlier attempts
+            lr_schedule = BudgetCosine(cfg.effective_lr, cfg.min_lr, warmup_steps, float(clock["budget_s"]),
+                                       spent_s=float(clock["spent_s"]), warmup_end_s=clock.get("warmup_end_s"))
 
     wrapper = DiffusionLoss(net, make_schedule(cfg.diffusion)).to_device(device)
     # moves to device; DDP when world > 1 (gloo on CPU, NCCL on GPU); a Tune trial has world 1 and no Train context
@@ -195,7 +204,13 @@ def train_func(config: dict) -> dict:
         state = None  # free the CPU copy
 
     writer = RankZeroWriter(cfg.output, rank, purge_step=step if resumed_from is not None else None)
-    if rank == 0:
+    tracker = RunTracker(
+        cfg.tracking, cfg.output, rank=rank, config=to_dict(cfg), tags={"macdiff.kind": "pretrain"},
+        params=dict(to_dict(cfg), model=to_dict(model_cfg), effective_lr=cfg.effective_lr, steps_per_epoch=steps,
+                    world_size=world, per_worker_batch=per_worker_batch, num_train=info["num_train"],
+                    resumed_from_epoch=-1 if resumed_from is None else resumed_from),
+    )
+    if chatty:
         log.warning(
             "pretrain: %s/%s, %d train samples, %d worker(s) on %s, global batch %d (%d per worker), "
             "%d steps/epoch, %d epochs (%d steps), peak lr %.3g (%s scaling), warmup %d steps%s",
@@ -208,18 +223,18 @@ def train_func(config: dict) -> dict:
     val_shard = get_shard("val") if cfg.validate_every else None
     history = []
     metrics: dict = {}
-    loop_t0 = time.perf_counter()
     epoch_times: list[float] = []
-    epoch = start_epoch - 1
-    while epoch + 1 < (planned_epochs or cfg.epochs):
-        epoch += 1
+    for epoch in range(start_epoch, cfg.epochs):
         _maybe_fail(cfg, epoch + 1, rank)
         torch.manual_seed(cfg.seed + 10007 * (epoch + 1) + rank)  # masking/t/noise; reproducible on resume
         batches = iter_torch(shard, per_worker_batch, shuffle=True, drop_last=True, seed=cfg.seed + epoch)
+        bar = console.StepBar(steps, f"epoch {epoch + 1}/{cfg.epochs}", enabled=chatty)
         metrics = train_epoch(
             model, optimizer, batches, lr_schedule=lr_schedule, start_step=step, max_steps=steps, epoch=epoch,
             device=device, persons=cfg.persons, amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
+            on_step=lambda loss, rate: bar.update(1, loss=loss, samples_s=rate * world),
         )
+        bar.close()
         step = metrics["step"]
         if metrics["steps"] < steps:
             raise RuntimeError(
@@ -236,28 +251,23 @@ def train_func(config: dict) -> dict:
                        resumed_from_epoch=-1 if resumed_from is None else resumed_from)
         if hooks is not None:
             metrics.update(hooks.epoch_metrics(net, epoch + 1, device))
-        if epoch > start_epoch:  # the attempt's first epoch includes worker and data warm-up
-            epoch_times.append(float(metrics["epoch_time_s"]))
-        if planned_epochs is None and (len(epoch_times) >= cfg.budget_calibration_epochs
-                                       or epoch + 1 >= cfg.epochs):
-            planned_epochs = plan_budget_epochs(cfg.epochs, epoch + 1, time.perf_counter() - loop_t0,
-                                                epoch_times or [float(metrics["epoch_time_s"])],
-                                                60.0 * cfg.budget_minutes)
-            lr_schedule = _budget_schedule(cfg, planned_epochs, steps, warmup_steps)
-            if rank == 0:
-                log.warning("pretrain: budget %.1f min -> %d epochs (median epoch %.2f s after %d measured)",
-                            cfg.budget_minutes, planned_epochs, sorted(epoch_times or [0.0])[len(epoch_times) // 2],
-                            len(epoch_times))
-        metrics["planned_epochs"] = planned_epochs if planned_epochs is not None else cfg.epochs
+        epoch_times.append(float(metrics["epoch_time_s"]))
+        out_of_budget = False
+        if isinstance(lr_schedule, BudgetCosine):
+            # The next epoch would not end inside the budget at the pace of the last three: this one is the last.
+            recent = sorted(epoch_times[-3:])[len(epoch_times[-3:]) // 2]
+            out_of_budget = _any_rank(lr_schedule.spent() + recent > lr_schedule.budget_s, device)
+            metrics.update(budget_spent_s=lr_schedule.spent(), budget_progress=lr_schedule.progress())
         history.append({k: metrics[k] for k in ("epoch", "loss", "mse", "uniformity", "lr", "grad_norm",
                                                  "samples_per_s", "epoch_time_s") if k in metrics})
         writer.scalars({f"train/{k}": metrics[k] for k in ("loss", "mse", "uniformity", "lr", "grad_norm",
                                                            "samples_per_s", "epoch_time_s")}, step)
         if "val_loss" in metrics:
             writer.scalars({"val/loss": metrics["val_loss"], "val/mse": metrics["val_mse"]}, step)
-        if rank == 0:
-            log.warning("%s", progress_line(epoch, planned_epochs or cfg.epochs, metrics))
-        last = epoch + 1 == (planned_epochs or cfg.epochs)
+        tracker.metrics(metrics, step)
+        if chatty:
+            log.warning("%s", progress_line(epoch, cfg.epochs, metrics))
+        last = epoch + 1 == cfg.epochs or out_of_budget
         if last or (epoch + 1) % cfg.checkpoint_every == 0:
             writer.flush_to_output()
             name = f"epoch_{epoch + 1:05d}"
@@ -266,19 +276,26 @@ def train_func(config: dict) -> dict:
                     net, optimizer, scaler, epoch=epoch + 1, step=step, config=cfg, model_config=model_cfg,
                     data=_checkpoint_data(info),
                 )
-                state_dict["plan"] = {"epochs": planned_epochs, "budget_minutes": cfg.budget_minutes}
+                if isinstance(lr_schedule, BudgetCosine):
+                    state_dict["budget"] = lr_schedule.state()
                 with tempfile.TemporaryDirectory(prefix="macdiff_ckpt_") as tmp:
                     ckpt_lib.save_checkpoint(state_dict, tmp)
+                    if last:
+                        tracker.checkpoint(tmp)
                     report_epoch(metrics, tmp, name)
             else:
                 report_epoch(metrics)
         else:
             report_epoch(metrics)
+        if out_of_budget:
+            break
     writer.close()
+    tracker.finish()
     return {
         "history": history,
         "start_epoch": start_epoch,
-        "planned_epochs": planned_epochs,
+        "mlflow_run_id": tracker.run_id,
+        "budget": lr_schedule.state() if isinstance(lr_schedule, BudgetCosine) else None,
         "final_metrics": metrics,
         "steps_per_epoch": steps,
         "per_worker_batch": per_worker_batch,
@@ -347,6 +364,8 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from macdiff_ray.train.runtime import ingest_config
+
     resources = {"CPU": cfg.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1
@@ -363,6 +382,7 @@ def build_trainer(
             callbacks=list(callbacks) if callbacks else None,
         ),
         datasets=datasets if datasets is not None else build_datasets(cfg),
+        dataset_config=ingest_config(),
     )
 
 
@@ -415,6 +435,8 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
         "start_epoch": summary.get("start_epoch"),
         "resumed": saved is not None and (summary.get("start_epoch") or 0) > 0,
         "checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
+        "mlflow": ({"run_id": summary.get("mlflow_run_id"), "tracking_uri": resolve_uri(cfg.tracking, cfg.output),
+                    "experiment": cfg.tracking.experiment} if cfg.tracking.mlflow else None),
         "history": history,
     }
     write_json(join(cfg.output, "results.json"), results)
