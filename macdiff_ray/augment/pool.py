@@ -279,11 +279,12 @@ class AugmentWorker:
         return {"pid": os.getpid(), "device": str(self.device), "threads": torch.get_num_threads()}
 
 
-def auto_gpu_per_actor() -> float:
-    """``DEFAULT_GPU_SHARE`` when the Ray cluster has a GPU, else 0 (CPU actors)."""
-    import ray
+def auto_gpu_per_actor(share: float = DEFAULT_GPU_SHARE) -> float:
+    """``share`` when the Ray cluster has a GPU or its autoscaler can launch one (demand decides:
+    :mod:`macdiff_ray.train.resources`), else 0 (CPU actors)."""
+    from macdiff_ray.train.resources import decide_use_gpu, gpu_supply
 
-    return DEFAULT_GPU_SHARE if float(ray.cluster_resources().get("GPU", 0.0)) > 0 else 0.0
+    return share if decide_use_gpu("auto", share, gpu_supply("GPU"), what="an augmentation actor") else 0.0
 
 
 # ----------------------------------------------------------------------------------------------------------------

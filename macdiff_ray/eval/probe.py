@@ -22,20 +22,22 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 import torch
 from torch import nn
 
+from macdiff_ray import console
 from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
 from macdiff_ray.train import checkpoint as ckpt_lib
 from macdiff_ray.train.logging import RankZeroWriter, join, log, read_json, write_json
+from macdiff_ray.train.tracking import RunTracker, TrackingConfig, resolve_uri
 
 RUN_NAME = "checkpoints"
 EVAL_RESUMABLE = frozenset({"epochs", "num_workers", "use_gpu", "cpus_per_worker", "checkpoint_every",
                             "keep_checkpoints", "max_failures", "data_dir", "output", "smoke_test", "eval_every",
-                            "materialize"})
+                            "materialize", "tracking"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class EvalCommon:
     seed: int = 0
     label: str = ""  # method name shown in reports (default: derived from the source)
     smoke_test: bool = False
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (off by default; train/tracking.py)
 
     def _check_common(self) -> None:
         name = type(self).__name__
@@ -118,9 +121,16 @@ class LinearEvalConfig(EvalCommon):
     lr_scaling: Literal["linear", "none"] = "none"  # "linear": lr * batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 0.0
+    # Frozen features computed once and reused by every epoch: `cache_views` passes over the training split (each
+    # with its own random crop and rotation when augment_input) and one over the test split. The head then trains
+    # on in-memory features, each epoch drawing one cached view per sample: the 100-epoch protocol costs
+    # `cache_views` encoder passes instead of 100. 0 = no cache (encode every batch of every epoch).
+    cache_views: int = 4
 
     def __post_init__(self) -> None:
         self._check_common()
+        if self.cache_views < 0:
+            raise ConfigError(f"LinearEvalConfig.cache_views: {self.cache_views!r} must be >= 0")
         if not self.lr > 0:
             raise ConfigError(f"LinearEvalConfig.lr: {self.lr!r} must be > 0")
         if not 0 <= self.momentum < 1:
@@ -191,7 +201,7 @@ def evaluate(model: nn.Module, batches, device: torch.device) -> dict:
 def build_classifier(cfg: EvalCommon, info: dict, state: Optional[dict] = None):
     """(Classifier, source description) for ``cfg`` on the data described by ``info``."""
     from macdiff_ray.eval.features import build_encoder
-    from macdiff_ray.eval.heads import Classifier, LinearHead, MLPHead, feature_dim
+    from macdiff_ray.eval.heads import BNMLPHead, Classifier, LinearHead, MLPHead, feature_dim
     from macdiff_ray.eval.transfer import check_transfer, load_joint_map
 
     frozen = isinstance(cfg, LinearEvalConfig)
@@ -221,7 +231,10 @@ def build_classifier(cfg: EvalCommon, info: dict, state: Optional[dict] = None):
     if frozen:
         head = LinearHead(dim, info["num_classes"])
     else:
-        head = MLPHead(dim, info["num_classes"], cfg.head_hidden or max(width, 256), cfg.head_dropout)
+        if cfg.head == "bn_mlp":
+            head = BNMLPHead(dim, info["num_classes"], cfg.head_hidden or 2048, cfg.head_dropout)
+        else:
+            head = MLPHead(dim, info["num_classes"], cfg.head_hidden or max(width, 256), cfg.head_dropout)
     model = Classifier(encoder, head, cfg.feature, frozen=frozen, joint_map=joint_map)
     src["joint_map"] = cfg.joint_map
     return model, src
@@ -246,6 +259,25 @@ class _Schedule:
         return lr
 
 
+def place_and_restore(net: nn.Module, device: torch.device, make_optimizer, state: Optional[dict]):
+    """Restore ``state["model"]``, move ``net`` to ``device``, THEN build the optimiser (``make_optimizer(net) ->
+    (optimizer, schedule)``) and load ``state["optimizer"]``; returns ``(optimizer, schedule)``. ``state`` None: a
+    fresh start.
+
+    The order matters on a GPU: ``Optimizer.load_state_dict`` casts each state tensor (SGD momentum, AdamW moments)
+    to the device its parameter has at load time, so loading before the move leaves them on the CPU and the first
+    step after a resume fails. Building the optimiser after the move also keeps it pointing at the parameters
+    that train (pretraining has the same order).
+    """
+    if state is not None:
+        net.load_state_dict(state["model"])  # strict: a partial load is an error
+    net.to(device)
+    optimizer, schedule = make_optimizer(net)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return optimizer, schedule
+
+
 def _build_optim(cfg: EvalCommon, model, steps: int):
     total = steps * cfg.epochs
     if isinstance(cfg, LinearEvalConfig):
@@ -254,7 +286,10 @@ def _build_optim(cfg: EvalCommon, model, steps: int):
         return opt, _Schedule(cfg.effective_lr, 0.0, 0, total)
     from macdiff_ray.eval.heads import layer_decay_groups
 
-    groups = layer_decay_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)
+    # Layer-wise decay protects pretrained features; a random init has none to protect (its embeddings would
+    # train at decay**(depth+1) of the lr for nothing), so the from-scratch baseline trains every layer at lr.
+    decay = 1.0 if cfg.source == "random" else cfg.layer_decay
+    groups = layer_decay_groups(model, cfg.lr, cfg.weight_decay, decay)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
     warm = min(total, int(round(cfg.warmup_epochs * steps)))
     return opt, _Schedule(cfg.lr, min(cfg.min_lr, cfg.lr), warm, total)
@@ -272,6 +307,75 @@ def plan_steps(cfg: EvalCommon, num_train: int, world: int) -> tuple[int, int]:
     if cfg.max_steps_per_epoch is not None:
         steps = min(steps, cfg.max_steps_per_epoch)
     return steps, per_worker
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Frozen-feature cache (linear probe)
+# --------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_batches(net, batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features ``(N, F)`` float32 on the CPU and labels ``(N,)`` of every batch (``x``, ``person_valid``,
+    ``label``), in batch order, computed exactly as the probe's forward pass does (``Classifier.features``)."""
+    feats, labels = [], []
+    for b in batches:
+        f = net.features(b["x"].to(device), b["person_valid"].to(device))  # (B, F)
+        feats.append(f.float().cpu())
+        labels.append(b["label"].long())
+    if not feats:
+        raise RuntimeError("encode_batches: no batch to encode")
+    return torch.cat(feats), torch.cat(labels)
+
+
+class FeatureCache:
+    """In-memory frozen features of the training split: ``views``, a list of ``(features (N_v, F), labels (N_v,))``,
+    one per pass over the split (each pass with its own random crops and rotations when the input is augmented).
+
+    ``batches(steps, batch, generator, epoch)`` yields ``steps`` batches ``{"f" (B, F), "label" (B,)}`` from view
+    ``epoch % len(views)`` in a fresh random order (wrapping into a new permutation when a pass runs out): a cached
+    epoch replays one recorded augmented epoch, as the streaming probe would see a new one."""
+
+    def __init__(self, views: list[tuple[torch.Tensor, torch.Tensor]]):
+        if not views:
+            raise ValueError("FeatureCache: no view")
+        for i, (f, y) in enumerate(views):
+            if f.ndim != 2 or y.shape != (f.shape[0],) or f.shape[0] == 0:
+                raise ValueError(f"FeatureCache: view {i} has features {tuple(f.shape)} and labels {tuple(y.shape)}")
+        self.views = views
+
+    def batches(self, steps: int, batch: int, generator: torch.Generator, epoch: int):
+        f, y = self.views[epoch % len(self.views)]
+        n = y.shape[0]
+        order = torch.empty(0, dtype=torch.long)
+        for _ in range(steps):
+            while order.numel() < batch:
+                order = torch.cat([order, torch.randperm(n, generator=generator)])
+            idx, order = order[:batch], order[batch:]
+            yield {"f": f[idx], "label": y[idx]}  # (B, F), (B,)
+
+
+def build_feature_cache(net, train_views, device: torch.device) -> FeatureCache:
+    """One :func:`encode_batches` per element of ``train_views`` (an iterable of batch iterables)."""
+    return FeatureCache([encode_batches(net, batches, device) for batches in train_views])
+
+
+@torch.no_grad()
+def evaluate_features(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                      chunk: int = 1024) -> dict:
+    """:func:`evaluate` on cached features: top-1/top-5 and mean loss, summed over DDP ranks."""
+    was = head.training
+    head.eval()
+    n = c1 = c5 = loss_sum = 0.0
+    for i in range(0, feats.shape[0], chunk):
+        f, y = feats[i:i + chunk].to(device), labels[i:i + chunk].to(device)
+        logits = head(f)  # (B, K)
+        k1, k5 = topk_correct(logits, y)
+        c1, c5, n = c1 + k1, c5 + k5, n + y.shape[0]
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+    head.train(was)
+    n, c1, c5, loss_sum = _all_reduce([n, c1, c5, loss_sum], device)
+    if n == 0:
+        raise RuntimeError("evaluation saw no test sample")
+    return {"top1": c1 / n, "top5": c5 / n, "test_loss": loss_sum / n, "num_test_seen": int(n)}
 
 
 def _mix_chunks(aug: Optional[dict], steps: int) -> list[Optional[dict]]:
@@ -344,27 +448,52 @@ def train_func(config: dict) -> dict:
     pre_state = ckpt_lib.load_checkpoint(cfg.checkpoint) if cfg.source == "checkpoint" else None
     net, src = build_classifier(cfg, info, pre_state)
     pre_state = None
-    optimizer, sched = _build_optim(cfg, net, steps)
     start_epoch, step, history, resumed_from = 0, 0, [], None
     restored = ray.train.get_checkpoint()
+    st = None
     if restored is not None:
         with restored.as_directory() as d:
             st = ckpt_lib.load_checkpoint(d)
-        net.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
         start_epoch, step = int(st["epoch"]), int(st["step"])
         history = list(st.get("eval_state", {}).get("history", []))
         resumed_from = start_epoch
-    net.to(device)
-    model = rtt.prepare_model(net) if any(p.requires_grad for p in net.parameters()) else net
+    optimizer, sched = place_and_restore(net, device, lambda m: _build_optim(cfg, m, steps), st)
+    st = None
+    use_cache = isinstance(cfg, LinearEvalConfig) and cfg.cache_views > 0
+    if use_cache:  # only the head trains, on cached features
+        model = rtt.prepare_model(net.head)
+    else:
+        model = rtt.prepare_model(net) if any(p.requires_grad for p in net.parameters()) else net
     label_smoothing = getattr(cfg, "label_smoothing", 0.0)
     writer = RankZeroWriter(cfg.output, rank, purge_step=step if resumed_from is not None else None)
+    console.worker_logging()
+    tracker = RunTracker(cfg.tracking, cfg.output, rank=rank, config=to_dict(cfg),
+                         tags={"macdiff.kind": config["protocol"]},
+                         params=dict(to_dict(cfg), protocol=config["protocol"], num_train=num_train,
+                                     steps_per_epoch=steps, world_size=world, per_worker_batch=per_worker))
+    # Cached linear probes run an epoch in milliseconds: one bar over epochs; otherwise a bar over each epoch's steps
+    # and a line per evaluated epoch.
+    epoch_bar = console.StepBar(cfg.epochs, f"{config['protocol']} probe", unit="epoch",
+                                enabled=rank == 0 and use_cache)
+    epoch_bar.update(start_epoch)
     if rank == 0:
         log.warning("%s probe: %s/%s, %d train samples, %d worker(s), %d steps/epoch x %d per worker, source %s%s",
                     config["protocol"], info["dataset"], cfg.benchmark, num_train, world, steps, per_worker,
                     src["source"], f", resuming after epoch {resumed_from}" if resumed_from is not None else "")
     train_shard = ray.train.get_dataset_shard("train")
     test_shard = ray.train.get_dataset_shard("test")
+    cache = test_cache = None
+    cache_s = 0.0
+    if use_cache:
+        t_cache = time.perf_counter()
+        n_views = cfg.cache_views if cfg.augment_input else 1  # evaluation-transform passes are all identical
+        cache = build_feature_cache(
+            net, (iter_torch(train_shard, per_worker, shuffle=False) for _ in range(n_views)), device)
+        test_cache = encode_batches(net, iter_torch(test_shard, per_worker, shuffle=False), device)
+        cache_s = time.perf_counter() - t_cache
+        if rank == 0:
+            log.warning("linear probe: cached %d training view(s) of %d features and %d test rows in %.1f s",
+                        n_views, cache.views[0][0].shape[1], test_cache[1].shape[0], cache_s)
     if augmenter is not None and rank == 0:
         augmenter.prefetch(start_epoch)
     aug_wait_total = 0.0
@@ -380,13 +509,23 @@ def train_func(config: dict) -> dict:
         model.train()
         loss_sum = n_seen = 0.0
         done = 0
-        for b in iter_torch(train_shard, per_worker, shuffle=True, drop_last=True, seed=cfg.seed + epoch):
+        if cache is not None:
+            gen = torch.Generator().manual_seed(cfg.seed + 7919 * (epoch + 1) + rank)
+            source = cache.batches(steps, per_worker, gen, epoch)
+        else:
+            source = iter_torch(train_shard, per_worker, shuffle=True, drop_last=True, seed=cfg.seed + epoch)
+        step_bar = console.StepBar(steps, f"epoch {epoch + 1}/{cfg.epochs}", enabled=rank == 0 and not use_cache)
+        for b in source:
             if done == steps:
                 break
-            b = _cat_batch(b, chunks[done])
             lr = sched.apply(optimizer, step)
-            x, pv, y = b["x"].to(device), b["person_valid"].to(device), b["label"].to(device)
-            logits = model(x, pv)  # (B, K)
+            if cache is not None:
+                y = b["label"].to(device)  # (B,)
+                logits = model(b["f"].to(device))  # (B, K)
+            else:
+                b = _cat_batch(b, chunks[done])
+                x, pv, y = b["x"].to(device), b["person_valid"].to(device), b["label"].to(device)
+                logits = model(x, pv)  # (B, K)
             loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch + 1} step {step}: non-finite loss {float(loss)}")
@@ -397,6 +536,8 @@ def train_func(config: dict) -> dict:
             n_seen += y.shape[0]
             step += 1
             done += 1
+            step_bar.update(1, loss=float(loss.detach()))
+        step_bar.close()
         if done < steps:
             raise RuntimeError(f"epoch {epoch + 1}: worker {rank}'s shard ran out after {done} of {steps} steps "
                                f"({num_train} samples, per-worker batch {per_worker})")
@@ -407,7 +548,11 @@ def train_func(config: dict) -> dict:
                    "aug_wait_total_s": aug_wait_total}
         last = epoch + 1 == cfg.epochs
         if last or (epoch + 1) % cfg.eval_every == 0:
-            metrics.update(evaluate(net, iter_torch(test_shard, per_worker, shuffle=False, drop_last=False), device))
+            if test_cache is not None:
+                metrics.update(evaluate_features(net.head, *test_cache, device))
+            else:
+                metrics.update(evaluate(net, iter_torch(test_shard, per_worker, shuffle=False, drop_last=False),
+                                        device))
         else:
             metrics.update(top1=None, top5=None)
         history.append({k: metrics.get(k) for k in ("epoch", "train_loss", "top1", "top5", "lr", "epoch_time_s",
@@ -415,11 +560,14 @@ def train_func(config: dict) -> dict:
         writer.scalars({"train/loss": metrics["train_loss"], "train/lr": lr, "train/aug_wait_s": aug_wait}, step)
         if metrics.get("top1") is not None:
             writer.scalars({"test/top1": metrics["top1"], "test/top5": metrics["top5"]}, step)
-            if rank == 0:
+            if rank == 0 and not use_cache:
                 log.warning("epoch %d/%d | loss %.4f | top1 %.4f top5 %.4f | %.1f s%s", epoch + 1, cfg.epochs,
                             metrics["train_loss"], metrics["top1"], metrics["top5"], train_time,
                             f" | aug wait {aug_wait:.2f} s" if augmenter is not None else "")
         report_metrics = {k: v for k, v in metrics.items() if v is not None}
+        tracker.metrics(report_metrics, step)
+        epoch_bar.update(1, loss=metrics["train_loss"], **({"top1": metrics["top1"]} if metrics.get("top1") is not None
+                                                           else {}))
         if last or (epoch + 1) % cfg.checkpoint_every == 0:
             writer.flush_to_output()
             if rank == 0:
@@ -428,16 +576,22 @@ def train_func(config: dict) -> dict:
                 state["eval_state"] = {"history": history, "protocol": config["protocol"]}
                 with tempfile.TemporaryDirectory(prefix="macdiff_eval_ckpt_") as tmp:
                     ckpt_lib.save_checkpoint(state, tmp)
+                    if last:
+                        tracker.checkpoint(tmp)
                     report_epoch(report_metrics, tmp, f"epoch_{epoch + 1:05d}")
             else:
                 report_epoch(report_metrics)
         else:
             report_epoch(report_metrics)
     writer.close()
+    epoch_bar.close()
+    tracker.finish()
     epochs_run = max(1, cfg.epochs - start_epoch)
     return {"history": history, "start_epoch": start_epoch, "source": src, "steps_per_epoch": steps,
+            "mlflow_run_id": tracker.run_id,
             "per_worker_batch": per_worker, "world_size": world, "device": device.type,
-            "aug_wait_total_s": aug_wait_total,
+            "aug_wait_total_s": aug_wait_total, "feature_cache_s": cache_s,
+            "feature_cache_views": len(cache.views) if cache is not None else 0,
             "aug_stalled_fraction": aug_wait_total / max(1e-9, sum(h["epoch_time_s"] for h in history[-epochs_run:]))}
 
 
@@ -501,7 +655,7 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
 
     from macdiff_ray.data.pipeline import select_split
     from macdiff_ray.eval.features import describe_eval_data
-    from macdiff_ray.train.runtime import init_ray, resolve_use_gpu
+    from macdiff_ray.train.runtime import ingest_config, init_ray, resolve_use_gpu
 
     if not cfg.output:
         raise ConfigError(f"{type(cfg).__name__}.output: empty; give a run directory (--output)")
@@ -534,6 +688,7 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
         datasets=build_datasets(cfg),
+        dataset_config=ingest_config(),
     )
     result = trainer.fit()
     if result.error is not None:
@@ -558,7 +713,11 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
         "start_epoch": summary.get("start_epoch"),
         "resumed": saved is not None and (summary.get("start_epoch") or 0) > 0,
         "checkpoint_path": result.checkpoint.path if result.checkpoint is not None else None,
+        "mlflow": ({"run_id": summary.get("mlflow_run_id"), "tracking_uri": resolve_uri(cfg.tracking, cfg.output),
+                    "experiment": cfg.tracking.experiment} if cfg.tracking.mlflow else None),
         "aug_wait_total_s": summary.get("aug_wait_total_s"),
+        "feature_cache_views": summary.get("feature_cache_views"),
+        "feature_cache_s": summary.get("feature_cache_s"),
         "aug_stalled_fraction": summary.get("aug_stalled_fraction") if augmenter is not None else None,
         "history": history,
     }

@@ -19,31 +19,52 @@ def init_ray(quiet: bool = False) -> str:
     """Initialise Ray unless already initialised. Returns "existing", "cluster" or "local"."""
     import ray
 
+    from macdiff_ray import console
+
     if ray.is_initialized():
+        console.attach()
         return "existing"
+    # A command that routed its console (macdiff_ray.console.setup) needs the workers' output: the driver sorts
+    # it into the console (the project's lines and bars) and the run's log file (Ray's internals).
+    to_driver = True if console.is_configured() else not quiet
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=not quiet)
+        ray.init(address="auto", log_to_driver=to_driver)
+        console.attach()
         return "cluster"
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(
         address="local",
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        log_to_driver=not quiet,
+        log_to_driver=to_driver,
     )
+    console.attach()
     return "local"
 
 
 def resolve_use_gpu(use_gpu: str, num_workers: int) -> bool:
-    """``auto``: GPUs if the cluster has at least one per worker. ``yes`` without enough GPUs is an error."""
-    import ray
+    """``auto``: GPUs if the cluster has, or its autoscaler can launch, one per worker (demand, not the current
+    node list, decides: :mod:`macdiff_ray.train.resources`). ``yes`` without that supply is an error."""
+    from macdiff_ray.train.resources import decide_use_gpu, gpu_supply
 
-    gpus = float(ray.cluster_resources().get("GPU", 0.0))
     if use_gpu == "no":
         return False
-    if use_gpu == "yes":
-        if gpus < num_workers:
-            raise RuntimeError(
-                f"use_gpu='yes' with num_workers={num_workers} but the Ray cluster has {gpus:g} GPU(s)"
-            )
-        return True
-    return gpus >= num_workers
+    return decide_use_gpu(use_gpu, float(num_workers), gpu_supply("GPU"), what=f"{num_workers} Train worker(s)")
+
+
+def ingest_config():
+    """Ray Train's ``DataConfig`` with the driver's Ray Data execution options passed explicitly.
+
+    Train's default (``DataConfig.default_ingest_options``, Ray 2.60) copies ``ExecutionOptions.exclude_resources``
+    into new options, and that setter raises a ``RayDeprecationWarning`` on every run ("use label_selector").
+    These options carry the same resource limits, order and progress settings without the deprecated field.
+    """
+    from ray.data import DataContext, ExecutionOptions
+    from ray.train import DataConfig
+
+    current = DataContext.get_current().execution_options
+    return DataConfig(execution_options=ExecutionOptions(
+        resource_limits=current.resource_limits,
+        preserve_order=current.preserve_order,
+        verbose_progress=current.verbose_progress,
+        label_selector=current.label_selector,
+    ))

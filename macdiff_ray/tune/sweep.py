@@ -34,8 +34,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from macdiff_ray.config import ConfigError, to_dict
+from macdiff_ray import console
+from macdiff_ray.config import ConfigError, from_dict, to_dict
 from macdiff_ray.train.logging import write_json
+from macdiff_ray.train.tracking import TrackingConfig, end_parent_run, resolve_uri, start_parent_run
 from macdiff_ray.tune.space import SearchSpace, build_config, parse_space, to_tune_space
 
 RUN_NAME = "sweep"
@@ -89,15 +91,17 @@ class TrialHooks:
 def pretrain_trial(config: dict) -> None:
     """Tune function trainable of ``kind: pretrain``. ``config`` = ``{"base", "params", "proxy"}`` (param_space)."""
     import ray.tune
-    import torch
 
     from macdiff_ray.train import pretrain as pt
     from macdiff_ray.train.config import PretrainConfig
+    from macdiff_ray.train.resources import trial_device
     from macdiff_ray.tune.proxy import KnnProxy
 
     ctx = ray.tune.get_context()
     trial_dir = ctx.get_trial_dir()
     base = dict(config["base"], output=str(Path(trial_dir) / "run"))
+    if config.get("tracking"):  # MLflow: this trial's run is a child of the sweep's run
+        base["tracking"] = dict(config["tracking"], run_name=f"trial {ctx.get_trial_id()}")
     cfg = build_config("pretrain", base, config["params"], where=f"trial {ctx.get_trial_id()}: ")
     assert isinstance(cfg, PretrainConfig)
     px = config["proxy"]
@@ -106,11 +110,8 @@ def pretrain_trial(config: dict) -> None:
         proxy = KnnProxy(cfg.data_dir, cfg.benchmark, cfg.num_frames, cfg.persons, k=px["k"],
                          temperature=px["temperature"], every=px["every"], last_epoch=cfg.epochs,
                          max_train=px["max_train"], seed=cfg.seed)
-    use_cuda = torch.cuda.is_available() and cfg.use_gpu != "no"  # CUDA is visible only if the trial got a GPU
-    if cfg.use_gpu == "yes" and not use_cuda:
-        raise ConfigError(f"trial {ctx.get_trial_id()}: use_gpu 'yes' but no GPU is visible to the trial; "
-                          "set tune.resources.gpu > 0")
-    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    # CUDA only if Ray gave this trial a GPU: Ray 2.60 shows every GPU to a zero-GPU trial too (issue 13, fix 5)
+    device = trial_device(cfg.use_gpu, where=f"trial {ctx.get_trial_id()}: ")
     pt.set_trial_hooks(TrialHooks(pt.build_datasets(cfg), device, proxy))
     try:
         pt.train_func(to_dict(cfg))  # the same function TorchTrainer runs on each worker
@@ -126,6 +127,8 @@ def augment_trial(config: dict) -> None:
 
     ctx = ray.tune.get_context()
     base = dict(config["base"], output=str(Path(ctx.get_trial_dir()) / "run"))
+    if config.get("tracking"):
+        base["tracking"] = dict(config["tracking"], run_name=f"trial {ctx.get_trial_id()}")
     cfg = build_config("augment", base, config["params"], where=f"trial {ctx.get_trial_id()}: ")
     # Outside the trial's placement group: the augmenter's actors and the fine-tuning trainer declare their own
     # resources, which the trial's small bundle would otherwise have to hold (child tasks are captured by default).
@@ -171,9 +174,13 @@ def _check_cpus(space: SearchSpace) -> None:
                 f"{total:g} CPUs, leaving under 1 CPU for Ray Data tasks (observed hang on 2 CPUs); lower "
                 "base.cpus_per_worker (e.g. 0.25), base.augment_actors or tune.max_concurrent"
             )
-    gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    if t.resources.gpu > gpus:
-        raise ConfigError(f"tune.resources.gpu: {t.resources.gpu:g} per trial but the cluster has {gpus:g} GPU(s)")
+    if t.resources.gpu > 0:  # demand decides: GPUs the cluster has now or its autoscaler can launch
+        from macdiff_ray.train.resources import gpu_supply
+
+        supply = gpu_supply("GPU")
+        if t.resources.gpu > supply.capacity:
+            raise ConfigError(f"tune.resources.gpu: {t.resources.gpu:g} per trial but the cluster has "
+                              f"{supply.describe()}")
 
 
 def _trainable(space: SearchSpace):
@@ -186,9 +193,10 @@ def _trainable(space: SearchSpace):
     return tune.with_resources(fn, res)
 
 
-def _param_space(space: SearchSpace) -> dict:
+def _param_space(space: SearchSpace, tracking: Optional[dict] = None) -> dict:
     t = space.tune
     return {
+        "tracking": tracking,
         "base": space.base,
         "params": to_tune_space(space),
         "proxy": {"enabled": space.kind == "pretrain" and t.metric.startswith("knn"), "k": t.knn_k,
@@ -202,7 +210,7 @@ def _max_epochs(space: SearchSpace) -> int:
 
 
 def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: Any = None,
-                callbacks: Optional[list] = None):
+                callbacks: Optional[list] = None, tracking: Optional[dict] = None):
     """A fresh ``Tuner`` for ``space`` writing to ``output/name`` (Ray must be initialised)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -220,7 +228,7 @@ def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: 
         searcher = BasicVariantGenerator(random_state=t.search_seed, max_concurrent=t.max_concurrent)
     return tune.Tuner(
         _trainable(space),
-        param_space=_param_space(space),
+        param_space=_param_space(space, tracking),
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
         run_config=tune.RunConfig(
@@ -306,7 +314,7 @@ def _space_record(space: SearchSpace) -> dict:
 
 def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never", "force"] = "auto",
               name: str = RUN_NAME, stop: Any = None, callbacks: Optional[list] = None,
-              quiet: bool = True) -> dict:
+              quiet: bool = True, tracking: Optional[TrackingConfig] = None, progress: bool = False) -> dict:
     """Run (or resume) a sweep; returns the summary (also ``OUTPUT/summary.json``).
 
     ``resume``: ``auto`` restores ``OUTPUT/name`` with ``Tuner.restore`` when it holds an earlier sweep (unfinished
@@ -314,6 +322,10 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
     ``never`` refuses an OUTPUT that already holds a sweep; ``force`` requires one. A restored sweep must have the
     same space (fingerprint in ``OUTPUT/space.json``). ``stop``/``callbacks``: a Tune stopper and Tune callbacks for a
     fresh sweep (tests interrupt one with a callback that sends SIGINT, as Ctrl-C would).
+
+    ``tracking`` (``mlflow=True``): a parent MLflow run for the sweep (its id kept in ``OUTPUT/mlflow.json``, so a
+    resumed sweep adds to the same one) and each trial's run as its child. ``progress``: a bar of trials done
+    with the best metric so far.
     """
     from ray import tune
 
@@ -332,6 +344,8 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
         raise ConfigError(f"{exp}: already holds a sweep; use another --output or --resume auto")
     if not restorable and resume == "force":
         raise ConfigError(f"{exp}: no sweep to resume there")
+    track = _sweep_tracking(space, out, tracking, restorable, name)
+    bar = SweepProgress(space) if progress and not restorable else None  # Tuner.restore takes no callbacks
     if restorable:
         saved = json.loads(record_path.read_text()) if record_path.is_file() else None
         if saved is None or saved.get("fingerprint") != space.fingerprint():
@@ -341,11 +355,17 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
                 "use a new --output or the original space file"
             )
         tuner = tune.Tuner.restore(str(exp.resolve()), trainable=_trainable(space), resume_unfinished=True,
-                                   resume_errored=True, param_space=_param_space(space))
+                                   resume_errored=True, param_space=_param_space(space, track))
     else:
         write_json(str(record_path), _space_record(space))
-        tuner = build_tuner(space, str(out), name=name, stop=stop, callbacks=callbacks)
-    grid = tuner.fit()
+        tuner = build_tuner(space, str(out), name=name, stop=stop,
+                            callbacks=list(callbacks or []) + ([bar] if bar else []), tracking=track)
+    try:
+        with console.prints_to_log():  # Tune's experiment banner and trial tables: Ray internals
+            grid = tuner.fit()
+    finally:
+        if bar is not None:
+            bar.close()
     rows = ranked_rows(space, grid)
     md, csv_path = write_tables(rows, str(out))
     summary = {
@@ -367,8 +387,89 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
         path = out / "best_config.json"
         write_json(str(path), best_config(space, ok[0]))
         summary["best_config"] = str(path)
+    if track:
+        best = rows[0] if rows else {}
+        end_parent_run(from_dict(TrackingConfig, {k: v for k, v in track.items() if k != "parent_run_id"}),
+                       str(out), track["parent_run_id"],
+                       {f"best_{space.tune.metric}": best.get(f"{space.tune.metric}_best"),
+                        "num_trials": len(rows)}, status="FAILED" if summary["errors"] else "FINISHED")
+        summary["mlflow"] = {"parent_run_id": track["parent_run_id"], "tracking_uri": track["uri"],
+                             "experiment": track["experiment"], "run_id": track["parent_run_id"]}
     write_json(str(out / "summary.json"), summary)
     return summary
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Console and tracking of a sweep (driver side)
+# --------------------------------------------------------------------------------------------------------------
+def _sweep_tracking(space: SearchSpace, out: Path, tracking: Optional[TrackingConfig], restorable: bool,
+                    name: str) -> Optional[dict]:
+    """The ``tracking`` section every trial gets (``None`` when off): a concrete URI (the sweep folder's local
+    store unless a server was given) and the parent run's id, created once and kept in ``OUT/mlflow.json``."""
+    if tracking is None or not tracking.mlflow:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "mlflow.json"
+    saved = json.loads(record.read_text()) if record.is_file() and restorable else None
+    if saved is not None:
+        return saved
+    uri = resolve_uri(tracking, str(out.resolve()))
+    parent = start_parent_run(tracking, str(out.resolve()), f"sweep {out.name}",
+                              {"kind": space.kind, "space": space.source, "fingerprint": space.fingerprint(),
+                               "metric": space.tune.metric, "base": space.base,
+                               "search": {p.path: f"{p.kind} {list(p.values)}" for p in space.params}})
+    section = {"mlflow": True, "uri": uri, "experiment": tracking.experiment, "parent_run_id": parent}
+    write_json(str(record), section)
+    return section
+
+
+def _trial_count(space: SearchSpace) -> int:
+    grid = 1
+    for p in space.params:
+        if p.kind == "grid":
+            grid *= len(p.values)
+    return grid * space.tune.num_samples
+
+
+def _sweep_callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class SweepProgress(_sweep_callback_base()):
+    """A console bar of a sweep (Tune callback, driver side): trials done out of the total, with the best value of
+    the sweep's metric so far and the trial that reached it."""
+
+    def __init__(self, space: SearchSpace):
+        from tqdm.auto import tqdm
+
+        self.metric, self.mode = space.tune.metric, space.tune.mode
+        self.best: Optional[float] = None
+        self.best_trial = ""
+        self._bar = tqdm(total=_trial_count(space), desc="sweep", unit="trial", dynamic_ncols=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        v = result.get(self.metric)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            if self.best is None or (v > self.best if self.mode == "max" else v < self.best):
+                self.best, self.best_trial = float(v), trial.trial_id
+        self._postfix(running=trial.trial_id, epoch=result.get("epoch"))
+
+    def _postfix(self, **extra):
+        best = {} if self.best is None else {f"best {self.metric}": f"{self.best:.4g} ({self.best_trial})"}
+        self._bar.set_postfix({**best, **{k: v for k, v in extra.items() if v is not None}})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._bar.update(1)
+        self._postfix()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._bar.update(1)
+        self._postfix(errors=sum(t.status == "ERROR" for t in trials))
+
+    def close(self):
+        self._bar.close()
 
 
 __all__ = ["TrialHooks", "pretrain_trial", "augment_trial", "build_tuner", "run_sweep", "ranked_rows",
