@@ -268,7 +268,7 @@ def test_synthetic_is_deterministic_and_varied():
     a, b = fmt.read(path, opts), fmt.read(path, opts)
     assert all(np.array_equal(p.x, q.x) for p, q in zip(a, b))
     lengths = {s.x.shape[1] for s in a}
-    assert min(lengths) >= 40 and max(lengths) <= 120 and len(lengths) > 5
+    assert min(lengths) >= 32 and max(lengths) <= 64 and len(lengths) > 5
     assert sorted({s.label for s in a}) == list(range(12))
     for s in a:
         validate_sample(s, num_joints=25, num_classes=12, source="synthetic")

@@ -1,11 +1,23 @@
-"""Procedural NTU-25 skeleton actions: a dataset that needs no download (tests, smoke runs, demos).
+"""Procedural NTU-25 coordination actions: a dataset that needs no download (tests, smoke runs, demos).
 
-Each sample is a forward-kinematics skeleton (Kinect-like camera space: metres, y up, the actor about 3 m in
-front of the camera, facing it) performing one of up to 12 parametric actions (:data:`ACTIONS`). Nuisance
-factors make it learnable but not trivially separable: body size per subject (x0.85-1.15), tempo
-(0.6-1.5 cycles), amplitude (x0.6-1.2), phase, length (40-120 frames), viewpoint yaw (+-0.7 rad) and tilt,
-position, idle sway on every limb, a weak secondary action from another class on half the samples, and
-Gaussian sensor noise (``noise_std``, default 0.01 m).
+Each sample is a forward-kinematics skeleton (metres, y up, facing the camera) whose four limbs swing
+rhythmically: each arm swings forward and back at the shoulder with the elbow following, each leg at the hip
+with the knee following. Every class moves every limb, at the same tempo, with the same distribution of
+amplitudes and postures; the classes differ only in the **relative phases** of the four limbs (quarter turns,
+e.g. arms in anti-phase with the legs in phase with the opposite arm, as in walking), :data:`PHASES`. So:
+
+- the static pose, the per-joint amount of motion, body size and position carry no label: with a uniform
+  global phase every joint's marginal distribution is the same in every class (limbs hang from separate chains,
+  and nothing couples them, not even ground contact);
+- what separates the classes is how joints move *together over time* (velocity correlations, who leads whom),
+  which is what a masked-prediction encoder must model to fill in hidden joints, and what a random-init
+  encoder's linear probe cannot read off easily (tests/test_synthetic.py measures both).
+
+Nuisances, all independent of the class: body size per subject (x0.85-1.15), tempo (2-4 cycles per sequence,
+with a mild time warp), global phase, per-limb amplitude and static posture, length (32-64 frames), viewpoint
+yaw (+-0.7 rad) and tilt, idle sway of the spine, and Gaussian sensor noise (``noise_std``, default 0.01 m).
+Each sequence is centred on the spine-middle joint of its first frame, as the NTU reader does (issue 14: the
+previous generator sat 2.95 m from the origin, so random rotations swung bodies by about 0.9 m).
 
 Options: ``num_samples`` (default 240), ``num_classes`` (2-12, default 10), ``seed`` (default 0),
 ``num_subjects`` (default 10). Sample ``i`` has label ``i % num_classes`` and subject
@@ -21,10 +33,8 @@ import numpy as np
 
 from macdiff_ray.data.formats import FormatSpec
 from macdiff_ray.data.layouts import NTU25
-from macdiff_ray.data.samples import RawSample
+from macdiff_ray.data.samples import RawSample, center_on_joint
 
-ACTIONS = ("wave left arm", "wave right arm", "squat", "kick right leg", "punch right", "jump", "bow",
-           "turn around", "raise both arms", "kick left leg", "punch left", "clap")
 CHUNK = 256  # samples per virtual input "file"
 _DEFAULTS = {"num_samples": 240, "num_classes": 10, "seed": 0, "num_subjects": 10, "noise_std": 0.01}
 
@@ -40,6 +50,25 @@ for _j, _o in {
     _OFFSETS[_j] = _o
 for _l, _r in ((4, 8), (5, 9), (6, 10), (7, 11), (21, 23), (22, 24), (12, 16), (13, 17), (14, 18), (15, 19)):
     _OFFSETS[_r] = _OFFSETS[_l] * (-1, 1, 1)
+
+# The four oscillating limbs: (name, proximal joint swung about x, distal joint that follows).
+LIMBS = (("left_arm", 4, 5), ("right_arm", 8, 9), ("left_leg", 12, 13), ("right_leg", 16, 17))
+
+
+def _class_phases(k: int = 12) -> np.ndarray:
+    """``(k, 4)`` quarter-turn phase codes, left arm fixed at 0: greedy farthest-point choice among the 64 codes,
+    in the distance ``sum_limbs |exp(i theta) - exp(i theta')|^2``, starting from "all limbs in phase"."""
+    codes = np.array([(0, a, b, c) for a in range(4) for b in range(4) for c in range(4)])  # (64, 4)
+    z = np.exp(0.5j * np.pi * codes)  # (64, 4)
+    d = (np.abs(z[:, None] - z[None]) ** 2).sum(-1)  # (64, 64)
+    chosen = [0]
+    while len(chosen) < k:
+        chosen.append(int(np.argmax(d[:, chosen].min(axis=1))))  # first maximiser: deterministic
+    return codes[chosen]
+
+
+PHASES: np.ndarray = _class_phases()  # (12, 4): quarter turns of (left arm, right arm, left leg, right leg)
+ACTIONS = tuple("phase " + "".join(str(q) for q in code) for code in PHASES)  # class names, e.g. "phase 0202"
 _PARENTS = NTU25.parents
 _ORDER: list[int] = []  # topological order (parents first)
 while len(_ORDER) < 25:
@@ -54,52 +83,6 @@ def _rot(axis: int, a: np.ndarray) -> np.ndarray:
     r[..., axis, axis] = 1
     r[..., i, i], r[..., k, k], r[..., i, k], r[..., k, i] = c, c, -s, s
     return r
-
-
-def _motion(action: int, s: np.ndarray, cyc: float, amp: float, ph: float) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
-    """Local joint rotations ``{joint: (T, 3, 3)}``, whole-body yaw ``(T,)`` and vertical lift ``(T,)`` for an
-    action over normalised time ``s (T,)`` in [0, 1]."""
-    osc = np.sin(2 * np.pi * cyc * s + ph)  # (T,)
-    env = np.sin(np.pi * s)  # (T,) rise and fall over the sequence
-    pulse = np.clip(osc, 0, None)  # (T,) repeated strokes
-    rx, rz = (lambda a: _rot(0, a)), (lambda a: _rot(2, a))
-    rots: dict[int, np.ndarray] = {}
-    yaw, lift = np.zeros_like(s), np.zeros_like(s)
-    if action in (0, 1):  # wave: arm raised sideways, forearm swinging
-        sh, el, sg = (4, 5, 1) if action == 0 else (8, 9, -1)
-        rots[sh] = rz(sg * amp * (2.4 * env))
-        rots[el] = rz(sg * amp * 0.7 * osc * env)
-    elif action == 2:  # squat
-        k = amp * 1.1 * pulse
-        for hip, knee in ((12, 13), (16, 17)):
-            rots[hip], rots[knee] = rx(k), rx(-2 * k)
-        rots[1] = rx(0.3 * k)
-    elif action in (3, 9):  # kick
-        hip, knee = (16, 17) if action == 3 else (12, 13)
-        rots[hip] = rx(amp * 1.3 * pulse ** 2)
-        rots[knee] = rx(-amp * 0.8 * (1 - pulse) * env)
-    elif action in (4, 10):  # punch: arm raised forward, elbow extends on each stroke
-        sh, el = (8, 9) if action == 4 else (4, 5)
-        rots[sh] = rx(amp * 1.5 * env)
-        rots[el] = rx(amp * 1.6 * (1 - pulse) * env)
-    elif action == 5:  # jump
-        lift = amp * 0.3 * pulse ** 2
-        crouch = amp * 0.5 * (1 - pulse) * env
-        for hip, knee in ((12, 13), (16, 17)):
-            rots[hip], rots[knee] = rx(crouch), rx(-2 * crouch)
-        rots[4], rots[8] = rz(0.8 * pulse), rz(-0.8 * pulse)
-    elif action == 6:  # bow
-        rots[1] = rx(amp * 1.0 * env)
-        rots[20] = rx(amp * 0.3 * env)
-    elif action == 7:  # turn around
-        yaw = amp * np.pi * (s if ph > np.pi else -s)
-        rots[12], rots[16] = rx(0.3 * pulse), rx(0.3 * (1 - pulse))
-    elif action == 8:  # raise both arms
-        rots[4], rots[8] = rz(amp * 2.7 * env), rz(-amp * 2.7 * env)
-    elif action == 11:  # clap: both arms forward, hands meeting
-        rots[4], rots[8] = rx(1.3 * env * amp), rx(1.3 * env * amp)
-        rots[5], rots[9] = rz(-0.6 * (0.5 + 0.5 * osc) * env), rz(0.6 * (0.5 + 0.5 * osc) * env)
-    return rots, yaw, lift
 
 
 def _forward_kinematics(local: np.ndarray, scale: float) -> np.ndarray:
@@ -118,41 +101,45 @@ def _forward_kinematics(local: np.ndarray, scale: float) -> np.ndarray:
 
 
 def generate_sample(i: int, seed: int, num_classes: int, num_subjects: int, noise_std: float) -> RawSample:
-    """Sample ``i`` of the synthetic dataset: x float32 ``(1, T, 25, 3)`` metres, T in [40, 120]."""
+    """Sample ``i`` of the synthetic dataset: x float32 ``(1, T, 25, 3)`` metres, T in [32, 64], centred."""
     label = i % num_classes
     subject = (i // num_classes) % num_subjects + 1
     body = np.random.Generator(np.random.PCG64([seed, 1_000_003, subject]))
     scale = body.uniform(0.85, 1.15)
     rng = np.random.Generator(np.random.PCG64([seed, i]))
-    t = int(rng.integers(40, 121))
+    t = int(rng.integers(32, 65))
     s = np.linspace(0.0, 1.0, t)  # (T,)
+    warp = 0.04 * np.sin(2 * np.pi * rng.uniform(0.3, 1.0) * s + rng.uniform(0, 2 * np.pi))  # (T,) tempo drift
+    phase = 2 * np.pi * rng.uniform(2.0, 4.0) * (s + warp) + rng.uniform(0, 2 * np.pi)  # (T,) shared clock
     local = np.tile(np.eye(3), (t, 25, 1, 1))  # (T, 25, 3, 3)
+    rx, ry, rz = (lambda a: _rot(0, a)), (lambda a: _rot(1, a)), (lambda a: _rot(2, a))
 
-    def apply(rots: dict[int, np.ndarray]) -> None:
-        for j, r in rots.items():
-            local[:, j] = local[:, j] @ r
+    def apply(j: int, r: np.ndarray) -> None:
+        local[:, j] = local[:, j] @ r
 
-    rots, yaw, lift = _motion(label, s, rng.uniform(0.6, 1.5), rng.uniform(0.6, 1.2), rng.uniform(0, 2 * np.pi))
-    apply(rots)
-    if rng.random() < 0.5:  # a weak secondary action from another class
-        other = int(rng.choice([k for k in range(num_classes) if k != label]))
-        r2, y2, l2 = _motion(other, s, rng.uniform(0.6, 1.5), rng.uniform(0.15, 0.3), rng.uniform(0, 2 * np.pi))
-        apply(r2)
-        yaw, lift = yaw + 0.3 * y2, lift + 0.3 * l2
-    for j in (1, 2, 4, 5, 8, 9, 12, 13, 16, 17):  # idle sway on every major joint
+    for (name, prox, dist), q in zip(LIMBS, PHASES[label]):
+        ph = phase + 0.5 * np.pi * q  # (T,) this limb's phase: the only class-dependent quantity
+        arm = name.endswith("arm")
+        side = 1.0 if name.startswith("left") else -1.0
+        swing = rng.uniform(0.35, 0.8) if arm else rng.uniform(0.25, 0.55)  # rad
+        follow = rng.uniform(0.2, 0.6)  # distal flexion amplitude, rad
+        lag = rng.uniform(0.3, 0.9)  # the distal joint trails the proximal one, rad
+        abduct = side * (rng.uniform(0.05, 0.6) if arm else rng.uniform(0.0, 0.15))  # static posture, rad
+        apply(prox, rz(np.full(t, abduct)) @ rx(swing * np.sin(ph)))
+        bend = follow * 0.5 * (1 + np.sin(ph - lag))  # (T,) flexes one way only
+        apply(dist, rx(bend) if arm else rx(-bend))  # rx(+a) turns a hanging segment forward (-z): elbow
+        # flexion brings the forearm forward, knee flexion the shank back
+    for j in (1, 20, 2):  # idle sway of the spine and neck, class-independent
         axis = int(rng.integers(0, 3))
-        apply({j: _rot(axis, rng.uniform(0.02, 0.12) * np.sin(2 * np.pi * rng.uniform(0.3, 2) * s + rng.uniform(0, 6.3)))})
-
-    pos = _forward_kinematics(local, scale)  # (T, 25, 3)
-    pos[..., 1] -= pos[:, [14, 15, 18, 19], 1].min(axis=1, keepdims=True)  # lowest foot joint on the ground
-    pos[..., 1] += lift[:, None]
-    view = rng.uniform(-0.7, 0.7)
-    r = _rot(1, yaw + view) @ _rot(0, np.full(t, rng.uniform(-0.15, 0.15)))  # (T, 3, 3)
+        apply(j, _rot(axis, rng.uniform(0.01, 0.06) * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * s
+                                                             + rng.uniform(0, 2 * np.pi))))
+    pos = _forward_kinematics(local, scale)  # (T, 25, 3), root (spine_base) at the origin
+    r = ry(np.full(t, rng.uniform(-0.7, 0.7))) @ rx(np.full(t, rng.uniform(-0.15, 0.15)))  # (T, 3, 3) viewpoint
     pos = np.einsum("tab,tvb->tva", r, pos)  # (T, 25, 3)
-    pos += np.array([rng.uniform(-0.5, 0.5), -1.0, rng.uniform(2.5, 3.5)])  # camera 1 m above the floor
     pos += rng.normal(0.0, noise_std, pos.shape)
+    x = center_on_joint(pos.astype(np.float32)[None], NTU25.center_joint)  # (1, T, 25, 3) spine_mid of frame 0
     split = "train" if subject % 2 == 1 else "test"
-    return RawSample(f"syn{i:06d}", pos.astype(np.float32)[None], label, subject=subject, split=split)
+    return RawSample(f"syn{i:06d}", x, label, subject=subject, split=split)
 
 
 def _opts(options: dict) -> dict:
