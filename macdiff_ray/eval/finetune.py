@@ -37,7 +37,8 @@ class FinetuneConfig(EvalCommon):
     layer_decay: float = 0.8
     drop_path: float = 0.3
     head_dropout: float = 0.3
-    head_hidden: int = 0  # 0: max(encoder width, 256)
+    head: Literal["mlp", "bn_mlp"] = "mlp"  # bn_mlp: the released code's head (Linear 2048, BN, ReLU, Linear)
+    head_hidden: int = 0  # 0: max(encoder width, 256) for mlp, 2048 for bn_mlp
     label_smoothing: float = 0.1
     seeds: tuple[int, ...] = ()
     # diffusion augmentation (built by macdiff_ray.augment.pool.build_augmenter)
@@ -111,6 +112,27 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return m, 0.0
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+# Regularisation recipes (``--recipe``). "paper": METHOD.md's values for 100 NTU epochs (40k sequences).
+# "small": for datasets of a few thousand sequences or fewer, where drop path 0.3, head dropout 0.3 and layer
+# decay 0.8 hold a small encoder back within the same epochs; the released code's per-joint head.
+RECIPES = {
+    "paper": {"drop_path": 0.3, "head_dropout": 0.3, "label_smoothing": 0.1, "layer_decay": 0.8, "head": "mlp",
+              "feature": "pooled"},
+    "small": {"drop_path": 0.1, "head_dropout": 0.1, "label_smoothing": 0.1, "layer_decay": 0.9, "head": "bn_mlp",
+              "feature": "per_joint"},
+}
+SMALL_DATA_SAMPLES = 10_000  # "auto" picks "small" below this many training sequences
+
+
+def recipe_values(recipe: str, num_train: int) -> dict:
+    """The FinetuneConfig values of ``recipe`` ("paper", "small", or "auto": by the training-split size)."""
+    if recipe == "auto":
+        recipe = "small" if num_train < SMALL_DATA_SAMPLES else "paper"
+    if recipe not in RECIPES:
+        raise ConfigError(f"recipe: {recipe!r} is not one of ['auto', {', '.join(repr(k) for k in RECIPES)}]")
+    return dict(RECIPES[recipe])
 
 
 KEYS = ("top1_last", "top1_best", "top5_last", "top5_best")

@@ -6,7 +6,8 @@ Feature kinds (what the head sees, persons averaged over the valid ones):
 - ``per_joint``: mean over time -> ``(B, V, D)`` flattened to ``V*D`` (the MacDiff head);
 - ``raw``: the normalised input coordinates ``(B, T, V, C)`` flattened (no encoder: the raw-coordinate baseline).
 
-Linear probe head: ``BatchNorm1d(affine=False)`` then one ``Linear``. Fine-tuning head: dropout, then an MLP.
+Linear probe head: ``BatchNorm1d(affine=False)`` then one ``Linear``. Fine-tuning heads: ``mlp`` (dropout, Linear,
+GELU, Linear) or ``bn_mlp`` (the released code's: dropout, Linear to 2048, BatchNorm, ReLU, Linear).
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ class MLPHead(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, hidden: int, dropout: float):
         super().__init__()
         self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, num_classes))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f)  # (B, classes)
+
+
+class BNMLPHead(nn.Module):
+    """The released code's fine-tuning head: ``(B, F) -> (B, classes)``: dropout, Linear(F, hidden), BatchNorm1d,
+    ReLU, Linear(hidden, classes); with ``per_joint`` features F = V x D and hidden 2048 (METHOD.md)."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                  nn.Linear(hidden, num_classes))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
