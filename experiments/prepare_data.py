@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from macdiff_ray.cli import epilog  # noqa: E402
 from macdiff_ray.data.formats import FORMATS  # noqa: E402
 from macdiff_ray.data.manifest import load_manifest  # noqa: E402
 from macdiff_ray.data.prepare import prepare_dataset  # noqa: E402
@@ -23,10 +24,16 @@ from macdiff_ray.data.samples import DataFormatError  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog("python experiments/prepare_data.py --format ucla --input ../shared/data/nw_ucla/all_sqe "
+                      "--output data/ucla",
+                      "OUTPUT/manifest.json (schema, layout, classes, split counts, statistics, skipped inputs) and "
+                      "OUTPUT/shards/part-*.parquet"),
+    )
     p.add_argument("--format", choices=sorted(FORMATS))
     p.add_argument("--input", type=Path, help="source file or folder (not for synthetic)")
-    p.add_argument("--output", type=Path)
+    p.add_argument("--output", help="local folder or URI (s3://bucket/prefix: uploaded with manifest.json last)")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     p.add_argument("--units", choices=["m", "cm", "mm"], default="m")
     p.add_argument("--missing-list", help="NTU: official missing-skeleton list")

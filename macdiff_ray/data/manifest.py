@@ -1,4 +1,8 @@
-"""Reading and checking a prepared dataset's ``manifest.json`` (schema in docs/ARCHITECTURE.md)."""
+"""Reading and checking a prepared dataset's ``manifest.json`` (schema in docs/ARCHITECTURE.md).
+
+The dataset folder may be a local path or a URI (``s3://bucket/prepared/ucla``): everything is read through
+:mod:`macdiff_ray.storage` (pyarrow filesystems), and shard paths come back as local paths or URIs that
+``pyarrow.parquet`` and Ray Data read directly, so no node needs a local copy."""
 
 from __future__ import annotations
 
@@ -21,8 +25,12 @@ class ManifestError(ValueError):
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a local file or a URI."""
+    from macdiff_ray.storage import resolve
+
+    fs, p = resolve(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_input_stream(p) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -31,12 +39,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def load_manifest(data_dir: str | Path, *, verify_checksums: bool = False) -> dict:
     """Load ``DIR/manifest.json`` and check it: schema version, required keys, every shard present (and, with
     ``verify_checksums``, its sha256). Raises :class:`ManifestError` naming the directory and the fault."""
-    d = Path(data_dir)
-    mp = d / MANIFEST_NAME
-    if not mp.is_file():
+    from macdiff_ray.storage import join, list_files, read_bytes
+
+    d = str(data_dir)
+    mp = join(d, MANIFEST_NAME)
+    try:
+        text = read_bytes(mp).decode()
+    except FileNotFoundError:
         raise ManifestError(f"{d}: not a prepared dataset (no {MANIFEST_NAME}); run experiments/prepare_data.py")
     try:
-        m = json.loads(mp.read_text())
+        m = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{mp}: invalid JSON at line {e.lineno}: {e.msg}") from e
     if not isinstance(m, dict):
@@ -48,9 +60,10 @@ def load_manifest(data_dir: str | Path, *, verify_checksums: bool = False) -> di
     missing = [k for k in REQUIRED_KEYS if k not in m]
     if missing:
         raise ManifestError(f"{mp}: missing keys {missing}")
+    present = set(list_files(d))  # one listing, not one request per shard (cheap on object storage too)
     for i, s in enumerate(m["shards"]):
-        p = d / s["path"]
-        if not p.is_file():
+        p = join(d, s["path"])
+        if s["path"] not in present:
             raise ManifestError(f"{mp}: shards[{i}] {s['path']} does not exist")
         if verify_checksums:
             digest = sha256_file(p)
@@ -59,7 +72,9 @@ def load_manifest(data_dir: str | Path, *, verify_checksums: bool = False) -> di
     return m
 
 
-def list_shards(data_dir: str | Path) -> list[Path]:
-    """Absolute shard paths in manifest order (which is ``sample_id`` order)."""
-    d = Path(data_dir)
-    return [(d / s["path"]).resolve() for s in load_manifest(d)["shards"]]
+def list_shards(data_dir: str | Path) -> list[str]:
+    """Shard paths in manifest order (which is ``sample_id`` order): absolute local paths, or URIs under a URI."""
+    from macdiff_ray.storage import absolute, join
+
+    d = absolute(data_dir)
+    return [join(d, s["path"]) for s in load_manifest(d)["shards"]]

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +39,21 @@ _STD_FLOOR = 1e-6  # a coordinate constant over the training split would otherwi
 
 
 class _Progress:
-    """A one-line stderr progress report: ``[prepare ucla] 500/1484 files, 123.4 files/s``."""
+    """A progress bar on stderr (tqdm): ``prepare ucla: 34%|###   | 500/1484 [00:04<00:08, 123.4 file/s]``."""
 
     def __init__(self, label: str, total: int, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.start = self.last = time.monotonic()
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=f"prepare {label}", unit="file", disable=not enabled, dynamic_ncols=True,
+                        mininterval=0.5)
 
     def update(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.5 and done < self.total):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        sys.stderr.write(f"\r[prepare {self.label}] {done}/{self.total} files, {rate:.1f} files/s")
-        sys.stderr.flush()
+        self.bar.update(done - self.bar.n)
 
     def close(self, note: str = "") -> None:
-        if self.enabled:
-            sys.stderr.write(f"{note}\n")
-            sys.stderr.flush()
+        if note:
+            self.bar.set_postfix_str(note.strip(" ()"), refresh=True)
+        self.bar.close()
 
 
 def _moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -141,7 +135,17 @@ def prepare_dataset(
         synthetic_options: ``{"num_samples", "num_classes", "seed"}`` for ``fmt="synthetic"``.
         overwrite: replace an existing prepared dataset.
         **format_options: format-specific options (e.g. ``missing_list`` for ``ntu``); unknown keys raise.
+
+    ``output_dir`` may be a URI (``s3://bucket/prepared/ucla``): the dataset is written to a local temp folder,
+    then uploaded with ``manifest.json`` last (:func:`macdiff_ray.storage.publish_dir`), so a reader never takes
+    a half-uploaded folder for a prepared dataset; ``overwrite`` first deletes the old manifest, then the rest.
     """
+    from macdiff_ray.storage import is_uri
+
+    if is_uri(output_dir):
+        return _prepare_to_uri(fmt, input_path, str(output_dir), overwrite=overwrite, on_error=on_error,
+                               progress=progress, units=units, shard_rows=shard_rows,
+                               synthetic_options=synthetic_options, **format_options)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if isinstance(shard_rows, bool) or not isinstance(shard_rows, int) or shard_rows < 1:
@@ -178,6 +182,29 @@ def prepare_dataset(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    return manifest
+
+
+def _prepare_to_uri(fmt: str, input_path: str | Path | None, uri: str, *, overwrite: bool, **kwargs: Any) -> dict:
+    """:func:`prepare_dataset` into a URI: convert locally, then publish with the manifest last."""
+    import tempfile
+
+    from macdiff_ray import storage
+
+    existing = storage.list_files(uri)
+    if existing and not overwrite:
+        what = "a prepared dataset" if MANIFEST_NAME in existing else f"{len(existing)} object(s), not a dataset"
+        raise FileExistsError(f"{uri}: holds {what}; pass overwrite=True (--overwrite) to replace it")
+    with tempfile.TemporaryDirectory(prefix="macdiff_prepare_") as tmp:
+        local = Path(tmp) / "dataset"
+        manifest = prepare_dataset(fmt, input_path, local, overwrite=False, **kwargs)
+        if existing:  # the manifest goes first, so readers stop taking the folder for a dataset at once
+            manifest_uri = storage.join(uri, MANIFEST_NAME)
+            if storage.is_file(manifest_uri):
+                fs, p = storage.resolve(manifest_uri)
+                fs.delete_file(p)
+            storage.delete_dir(uri)
+        storage.publish_dir(local, uri, last=[MANIFEST_NAME])
     return manifest
 
 
