@@ -21,11 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.augment import save_random_checkpoint, write_augmented_dataset  # noqa: E402
+from macdiff_ray.cli import parser  # noqa: E402
 from macdiff_ray.train.runtime import init_ray  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__.split("\n\n")[0],
+               'python experiments/augment.py --checkpoint runs/quickstart/pretrain --data runs/quickstart/data --benchmark synthetic --labeled-fraction 0.1 --ratio 1.0 --actors 1 --output runs/augmented',
+               'OUT_DIR/manifest.json and OUT_DIR/shards/ (a prepared dataset of the real subset plus generated samples; the manifest records source, checkpoint, t_s and ratio)')
     p.add_argument("--checkpoint", help="pretraining checkpoint dir, checkpoint.pt or run dir")
     p.add_argument("--data", dest="data_dir", help="prepared source dataset")
     p.add_argument("--benchmark", help="e.g. ntu60-xsub, ucla-xview")

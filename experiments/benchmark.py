@@ -24,6 +24,11 @@ SCRIPTS = {
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        print("example:\n  python experiments/benchmark.py model --preset tiny --batch-size 64 --threads 2\n\n"
+              "outputs:\n  the measured figures on stdout (benchmarks write no files unless a script's --out says so)")
+        return 0
     if not argv or argv[0] not in SCRIPTS:
         print(__doc__)
         print(f"error: the first argument must be one of {sorted(SCRIPTS)}", file=sys.stderr)

@@ -9,7 +9,6 @@ Writes ``FEAT_DIR/<split>/*.parquet`` (columns ``sample_id``, ``label``, ``featu
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -17,11 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from macdiff_ray.cli import parser  # noqa: E402
 from macdiff_ray.config import ConfigError  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__.split("\n\n")[0],
+               'python experiments/embed.py --data runs/quickstart/data --benchmark synthetic --checkpoint runs/quickstart/pretrain --feature pooled --num-actors 2 --out runs/features',
+               'FEAT_DIR/<split>/*.parquet (sample_id, label, feature) and FEAT_DIR/embed.json (what was embedded)')
     p.add_argument("--data")
     p.add_argument("--benchmark")
     p.add_argument("--checkpoint")

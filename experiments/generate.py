@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from macdiff_ray.cli import parser  # noqa: E402
 from macdiff_ray.eval.generative import (  # noqa: E402
     CLIP_X0, CONDITIONS, RECON_GUIDANCE, SAMPLE_ETA, ReconstructConfig, SampleConfig, config_from_args,
     render_sequences, run_reconstruct, run_sample,
@@ -44,7 +45,9 @@ def _names(s: str) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__.split("\n\n")[0],
+               'python experiments/generate.py reconstruct --checkpoint runs/quickstart/pretrain --data runs/quickstart/data --benchmark synthetic --num-samples 32 --workers 0 --output runs/rec',
+               'OUT/results.json, OUT/reconstruction.md or generation.md (the tables), OUT/samples.npy (sample), OUT/pictures/ (PNG strips and GIFs)')
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", dest="data_dir", help="prepared dataset directory")

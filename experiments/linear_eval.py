@@ -21,7 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from macdiff_ray.cli import merge_values, smoke_dataset  # noqa: E402
+from macdiff_ray import console  # noqa: E402
+from macdiff_ray.cli import (  # noqa: E402
+    add_console_flags, merge_values, mlflow_line, parser, smoke_dataset, start_console,
+)
+from macdiff_ray.train.tracking import add_flags as add_tracking_flags  # noqa: E402
 from macdiff_ray.config import ConfigError, from_dict  # noqa: E402
 
 
@@ -47,6 +51,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output")
     p.add_argument("--config")
     p.add_argument("--smoke-test", dest="smoke_test", action="store_true")
+    add_console_flags(p)
+    add_tracking_flags(p)
+
+
+def closing_summary(kind: str, res: dict) -> None:
+    """The closing lines of an evaluation command: its top-1 and where its files are."""
+    out = res["config"]["output"]
+    std = f" (std {res['top1_last_std']:.3f})" if res.get("top1_last_std") is not None else ""
+    console.summary(
+        f"{kind} done ({res.get('label')}): top-1 last {res['top1_last']:.4f}{std}, best {res['top1_best']:.4f}, "
+        f"{res['wall_time_s']:.0f} s",
+        {"results": f"{out}/results.json", "TensorBoard": f"tensorboard --logdir {out}", "MLflow": mlflow_line(res.get("mlflow"))},
+    )
 
 
 def build_values(args: argparse.Namespace, smoke: dict, skip: tuple[str, ...] = ()) -> dict:
@@ -63,7 +80,13 @@ def build_values(args: argparse.Namespace, smoke: dict, skip: tuple[str, ...] = 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(
+        __doc__.split("\n\n")[0],
+        "python experiments/linear_eval.py --data runs/quickstart/data --benchmark synthetic "
+        "--checkpoint runs/quickstart/pretrain --feature per_joint --epochs 15 --output runs/linear_pretrained",
+        "RUN_DIR/config.json, results.json (top-1/top-5 last and best, per-epoch history), checkpoints/, tb/ "
+        "(TensorBoard), ray.log; with --mlflow also RUN_DIR/mlflow.db (or the --mlflow-uri server)",
+    )
     add_common(p)
     p.add_argument("--knn", action="store_true", help="kNN probe instead of a trained linear head")
     p.add_argument("--k", type=int, help="kNN neighbours (20)")
@@ -83,13 +106,18 @@ def main(argv=None) -> int:
             res = run_knn(cfg)
         else:
             cfg = from_dict(LinearEvalConfig, build_values(args, linear_smoke_overrides(), skip=("knn", "k")))
+            start_console(args, cfg.output)
             res = run_linear_eval(cfg)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    keys = ("label", "top1_last", "top1_best", "top5_last", "top5_best", "best_epoch_top1", "wall_time_s")
-    print(json.dumps({k: res.get(k) for k in keys}, indent=2))
-    print(f"run directory: {cfg.output}")
+    if args.knn:
+        keys = ("label", "top1_last", "top1_best", "top5_last", "top5_best", "best_epoch_top1", "wall_time_s")
+        print(json.dumps({k: res.get(k) for k in keys}, indent=2))
+        print(f"run directory: {cfg.output}")
+    else:
+        closing_summary("linear probe", res)
+        console.close()
     return 0
 
 

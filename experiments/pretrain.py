@@ -13,20 +13,29 @@ flags given on the command line override it; unknown keys are errors. Re-running
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from macdiff_ray.cli import merge_values, smoke_dataset  # noqa: E402
+from macdiff_ray import console  # noqa: E402
+from macdiff_ray.cli import (  # noqa: E402
+    add_console_flags, merge_values, mlflow_line, parser, smoke_dataset, start_console,
+)
 from macdiff_ray.config import ConfigError, from_dict  # noqa: E402
 from macdiff_ray.train import PretrainConfig, run_pretrain, smoke_overrides  # noqa: E402
+from macdiff_ray.train.tracking import add_flags as add_tracking_flags  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(
+        __doc__.split("\n\n")[0],
+        "python experiments/pretrain.py --data runs/quickstart/data --benchmark synthetic --preset tiny "
+        "--epochs 20 --batch-size 32 --output runs/pretrain_tiny",
+        "RUN_DIR/config.json, results.json, checkpoints/epoch_XXXXX/, tb/ (TensorBoard events), ray.log (Ray's "
+        "internal logging); with --mlflow also RUN_DIR/mlflow.db and mlartifacts/ (or the --mlflow-uri server)",
+    )
     p.add_argument("--data", dest="data_dir", help="prepared dataset directory")
     p.add_argument("--benchmark", help="benchmark name, e.g. ucla-xview, ntu60-xsub")
     p.add_argument("--preset", choices=("paper", "small", "tiny"))
@@ -39,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--config", help="JSON/YAML file of PretrainConfig keys")
     p.add_argument("--smoke-test", action="store_true", help="tiny, fast run (synthetic data if --data absent)")
+    add_console_flags(p)
+    add_tracking_flags(p)
     return p.parse_args(argv)
 
 
@@ -59,10 +70,16 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    start_console(args, cfg.output)
     results = run_pretrain(cfg)
-    keys = ("final_epoch", "final_loss", "samples_per_s_mean", "wall_time_s", "checkpoint")
-    print(json.dumps({k: results[k] for k in keys}, indent=2))
-    print(f"run directory: {cfg.output}")
+    rate, out = results["samples_per_s_mean"], results["config"]["output"]
+    console.summary(
+        f"pretraining done: {results['final_epoch']} epochs, final loss {results['final_loss']:.4f}, "
+        f"{rate or 0:.1f} samples/s, {results['wall_time_s']:.0f} s",
+        {"results": f"{out}/results.json", "checkpoint": results["checkpoint"],
+         "TensorBoard": f"tensorboard --logdir {out}/tb", "MLflow": mlflow_line(results.get("mlflow"))},
+    )
+    console.close()
     return 0
 
 

@@ -138,7 +138,12 @@ def load_file(path: str | os.PathLike) -> dict:
     if p.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from e
     else:
         try:
             data = json.loads(text)

@@ -777,7 +777,11 @@ def render_sequences(data_dir: str, output: str, *, benchmark: Optional[str] = N
     layout = JointLayout.from_dict(load_manifest(data_dir)["layout"])
     folder = Path(output)
     if samples:
-        arr = np.load(samples)  # (S, T, V, C) metres
+        try:
+            arr = np.load(samples, allow_pickle=False)  # (S, T, V, C) metres
+        except (ValueError, OSError, EOFError) as e:  # numpy's text for object data advises an unsafe load
+            kind = "holds Python objects, not a numeric array" if isinstance(e, ValueError) else str(e)
+            raise ValueError(f"{samples}: not a readable .npy array of samples ({kind})") from None
         if arr.ndim != 4 or arr.shape[2] != layout.num_joints:
             raise ValueError(f"{samples}: expected (S, T, V={layout.num_joints}, C), got {arr.shape}")
         seqs = [(f"generated_{i}", arr[i]) for i in range(min(count, arr.shape[0]))]

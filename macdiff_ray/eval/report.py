@@ -39,7 +39,10 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
 def load_runs(paths: Iterable[str | Path]) -> list[dict]:
     runs = []
     for f in find_results(paths):
-        r = json.loads(f.read_text())
+        try:
+            r = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
         missing = [k for k in ("top1_last", "top1_best", "top5_last", "top5_best") if k not in r]
         if missing:
             raise ValueError(f"{f}: results.json lacks {missing}; not an evaluation run")

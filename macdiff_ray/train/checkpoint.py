@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import subprocess
 import tempfile
 from pathlib import Path
@@ -259,8 +260,14 @@ def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: str | torc
     file = resolve_checkpoint(path_or_run_dir)
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's own text advises weights_only=False (arbitrary code execution): keep only its diagnosis.
+        why = str(e).split("WeightsUnpickler error:", 1)[-1].split(". Please use", 1)[0].strip()
+        raise ValueError(f"checkpoint {file}: holds objects other than tensors and plain containers ({why}); "
+                         "it was not written by macdiff-ray and is not loaded") from None
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"could not load checkpoint {file} with weights_only=True: {e}") from e
+        raise ValueError(f"could not load checkpoint {file} with weights_only=True: {type(e).__name__}: {e} "
+                         "(a truncated or non-checkpoint file?)") from e
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {file}: expected a dict, got {type(state).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in state]

@@ -62,7 +62,12 @@ def write_json(path: str, data: Mapping[str, Any]) -> None:
 
 def read_json(path: str) -> Optional[dict]:
     text = read_text(path)
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
 
 
 # --------------------------------------------------------------------------------------------------------------

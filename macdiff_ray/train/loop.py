@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -91,8 +91,12 @@ def train_epoch(
     amp_dtype: Optional[torch.dtype] = None,
     scaler: Optional[torch.amp.GradScaler] = None,
     grad_clip: Optional[float] = None,
+    on_step: Optional[Callable[[float, float], None]] = None,
 ) -> dict:
     """One epoch of at most ``max_steps`` optimiser steps. ``model(x_clean, x_view)`` returns the loss dict.
+
+    ``on_step(loss, samples_per_s)``, if given, is called after every step with this rank's loss and running
+    throughput (a progress bar).
 
     Returns global means over ranks and steps: ``loss, mse, uniformity, grad_norm``; ``lr`` (last step), ``steps``,
     ``samples`` (sequences, all ranks), ``epoch_time_s``, ``samples_per_s`` (all ranks), ``step`` (global step
@@ -140,6 +144,8 @@ def train_epoch(
         samples += int(x_clean.shape[0])
         steps += 1
         step += 1
+        if on_step is not None:
+            on_step(loss_value, samples / max(time.perf_counter() - t0, 1e-9))
     elapsed = time.perf_counter() - t0
     reduced = _all_reduce_sum(
         [sums["loss"], sums["mse"], sums["uniformity"], sums["grad_norm"], float(samples), float(steps), 1.0],

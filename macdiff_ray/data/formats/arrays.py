@@ -45,9 +45,14 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             for k in z.files:
                 try:
                     out[k] = z[k]
-                except ValueError as e:
-                    raise DataFormatError(path, f"field {k}", f"cannot be read without pickle ({e})") from e
+                except ValueError:  # numpy's own text advises an unsafe load: not repeated here
+                    raise DataFormatError(path, f"field {k}", "holds Python objects (an object array), not numbers; "
+                                          "save plain numeric arrays") from None
             return out
+    except DataFormatError:
+        raise
+    except ValueError:  # not a zip at all: numpy falls back to pickle and refuses it (its text advises allow_pickle)
+        raise DataFormatError(path, "", "not a readable .npz file (not a zip archive of .npy arrays)") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise DataFormatError(path, "", f"not a readable .npz file ({e})") from e
 
