@@ -107,3 +107,23 @@ def test_layout_json_malformed_or_wrong_joint_count(tmp_path):
     lay = _write(tmp_path, LAYOUT)
     with pytest.raises(DataFormatError, match="layout 'toy5' has 5 joints, the data has 6"):
         get_format("arrays").read(tmp_path / "d.npz", {"layout": str(lay)})
+
+
+def test_ctrgcn_npz_and_pyskl_centre_by_default(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(1)
+    xt = np.zeros((2, 40, 150), np.float32)
+    xt[:, :30] = rng.normal(0, 0.3, (2, 30, 150)) + np.tile([0.2, -0.1, 3.0], 50)  # 2 persons, 3 m away
+    np.savez(tmp_path / "c.npz", x_train=xt, y_train=np.array([0, 1]), x_test=xt[:1], y_test=np.array([1]))
+    for s in get_format("ctrgcn-npz").read(tmp_path / "c.npz", {}):
+        np.testing.assert_allclose(s.x[0, 0, 1], 0.0, atol=1e-6)  # actor 1's spine_mid, frame 0
+        assert np.linalg.norm(s.x[1].mean(axis=(0, 1))) < 1.0  # actor 2 moved by the same translation
+    kp = rng.normal(0, 0.3, (1, 12, 25, 3)).astype(np.float32) + np.array([0.0, 0.0, 2.8], np.float32)
+    obj = {"split": {"train": ["a"], "test": []},
+           "annotations": [{"frame_dir": "a", "label": 0, "keypoint": kp, "total_frames": 12}]}
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps(obj))
+    (s,) = get_format("pyskl").read(tmp_path / "p.pkl", {})
+    np.testing.assert_allclose(s.x[0, 0, 1], 0.0, atol=1e-6)
+    (r,) = get_format("pyskl").read(tmp_path / "p.pkl", {"center": "false"})
+    np.testing.assert_allclose(r.x, kp, atol=1e-6)

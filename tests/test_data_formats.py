@@ -204,7 +204,7 @@ def test_ctrgcn_npz_layout_onehot_and_lengths(tmp_path):
     xt[1, :80] = rng.normal(size=(80, 150))  # two persons, 80 frames
     y = np.eye(4)[[1, 3]]
     np.savez(tmp_path / "NTU_CS.npz", x_train=xt, y_train=y, x_test=xt[:1], y_test=np.eye(4)[[2]])
-    ss = get_format("ctrgcn-npz").read(tmp_path / "NTU_CS.npz", {})
+    ss = get_format("ctrgcn-npz").read(tmp_path / "NTU_CS.npz", {"center": False})  # the file's values
     assert [(s.sample_id, s.x.shape, s.label, s.split) for s in ss] == [
         ("train_000000", (1, 50, 25, 3), 1, "train"),
         ("train_000001", (2, 80, 25, 3), 3, "train"),

@@ -112,11 +112,16 @@ def read(path: Path, options: dict) -> list[RawSample]:
     opt = {k: z[k] for k in ("lengths", "subject", "view", "split", "sample_id") if k in z}
     samples = samples_from_arrays(path, x, z["y"], scale=unit_scale(options), prefix=f"{path.stem}_", **opt)
     if center_option(options):
-        layout = _layout(options, x.shape[3], path)
-        joint = layout.center_joint if layout.bones else None  # no tree, no root: the body centre
-        for s in samples:
-            s.x = center_on_body(s.x, joint)
+        center_samples(samples, _layout(options, x.shape[3], path))
     return samples
+
+
+def center_samples(samples: list[RawSample], layout: JointLayout) -> None:
+    """Centre each sample in place on ``layout``'s root joint (``center_joint``) in the first tracked frame of
+    its first person, or on the mean of its joints there when the layout has no bones (no tree, no root)."""
+    joint = layout.center_joint if layout.bones else None
+    for s in samples:
+        s.x = center_on_body(s.x, joint)
 
 
 def _layout(options: dict, num_joints: int, path: Path) -> JointLayout:

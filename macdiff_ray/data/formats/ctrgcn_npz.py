@@ -3,7 +3,9 @@
 Keys ``x_train`` / ``x_test`` float ``(N, 300, 150)``: 300 frames x (2 persons x 25 joints x 3), zero-padded,
 and ``y_train`` / ``y_test`` one-hot ``(N, K)`` (a 1-D integer label array is accepted too). The file carries
 its own split, so the dataset is ``custom`` (benchmark ``custom`` reads the stored ``split`` column). Lengths
-are the frames up to the last non-zero one; an all-zero second person is absent. Option ``units``.
+are the frames up to the last non-zero one; an all-zero second person is absent. Options ``units`` and
+``center`` (default true: translate each sample so that actor 1's spine-middle in its first tracked frame is the
+origin, as the NTU reader does; a no-op on files already centred that way; ``center=false`` keeps the values).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from macdiff_ray.data.formats import FormatSpec, files_matching
-from macdiff_ray.data.formats.arrays import load_npz, samples_from_arrays, unit_scale
+from macdiff_ray.data.formats.arrays import center_samples, load_npz, samples_from_arrays, unit_scale
 from macdiff_ray.data.layouts import NTU25
-from macdiff_ray.data.samples import DataFormatError, RawSample
+from macdiff_ray.data.samples import DataFormatError, RawSample, center_option
 
 PERSONS, JOINTS, CHANNELS = 2, 25, 3
 
@@ -52,6 +54,8 @@ def read(path: Path, options: dict) -> list[RawSample]:
             raise DataFormatError(path, f"field {yk}", f"{y.shape[0]} labels for {n} samples")
         out += samples_from_arrays(path, x5, y, split=np.full(n, split), scale=unit_scale(options),
                                    prefix=f"{split}_")
+    if center_option(options):
+        center_samples(out, NTU25)
     return out
 
 
@@ -63,5 +67,5 @@ CTRGCN_NPZ_FORMAT = FormatSpec(
     layout=NTU25,
     num_classes=None,
     max_persons=PERSONS,
-    option_names=frozenset({"units"}),
+    option_names=frozenset({"units", "center"}),
 )

@@ -6,7 +6,10 @@ only the globals needed to rebuild numpy arrays, dtypes and scalars and a few bu
 global (``os.system``, ``builtins.eval``, ...) raises :class:`DataFormatError` naming it before anything runs.
 
 Options: ``train_split`` / ``test_split`` (names in the file's ``split`` dict; by default ``train`` and
-``test`` or ``val`` when present), ``units``, ``layout`` (default ``ntu25`` when V = 25, else generic).
+``test`` or ``val`` when present), ``units``, ``layout`` (as for ``arrays``: a name or a ``.json`` file; default
+``ntu25`` when V = 25, else generic), ``center`` (default true; as for ``arrays``: the layout's root joint, or the
+body centre for a layout without bones, in the first tracked frame is the origin; ``center=false`` keeps the
+values).
 Samples in neither split keep ``split = ""``. The dataset is ``custom``.
 """
 
@@ -19,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from macdiff_ray.data.formats import FormatSpec, files_matching
-from macdiff_ray.data.formats.arrays import layout_from, unit_scale
-from macdiff_ray.data.samples import DataFormatError, RawSample
+from macdiff_ray.data.formats.arrays import center_samples, layout_from, unit_scale
+from macdiff_ray.data.samples import DataFormatError, RawSample, center_option
 
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -111,6 +114,8 @@ def read(path: Path, options: dict) -> list[RawSample]:
         present = np.any(kp != 0, axis=(1, 2, 3)) | ~np.isfinite(kp).all(axis=(1, 2, 3))  # (M,)
         fd = str(a["frame_dir"])
         out.append(RawSample(fd, (kp[present] * scale).astype(np.float32), int(a["label"]), split=which.get(fd, "")))
+    if center_option(options) and out:
+        center_samples(out, layout_from(options, out))
     return out
 
 
@@ -122,5 +127,5 @@ PYSKL_FORMAT = FormatSpec(
     layout=layout_from,
     num_classes=None,
     max_persons=1,
-    option_names=frozenset({"units", "layout", "train_split", "test_split"}),
+    option_names=frozenset({"units", "layout", "train_split", "test_split", "center"}),
 )
