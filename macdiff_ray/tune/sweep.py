@@ -36,11 +36,16 @@ from typing import Any, Literal, Optional
 
 from macdiff_ray import console
 from macdiff_ray.config import ConfigError, from_dict, to_dict
-from macdiff_ray.train.logging import write_json
+from macdiff_ray import storage
+from macdiff_ray.storage import absolute
+from macdiff_ray.train.logging import read_json, write_json
 from macdiff_ray.train.tracking import TrackingConfig, end_parent_run, resolve_uri, start_parent_run
 from macdiff_ray.tune.space import SearchSpace, build_config, parse_space, to_tune_space
 
 RUN_NAME = "sweep"
+# Tune FailureConfig.max_failures per trial: a trial on a lost (spot) node restarts from its last checkpoint. Not
+# unlimited: a trial that fails for a real bug must end in error, not loop.
+TRIAL_MAX_FAILURES = 3
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -232,9 +237,10 @@ def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: 
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(Path(output).resolve()), stop=stop, callbacks=callbacks,
+            name=name, storage_path=absolute(output), stop=stop, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=t.keep_checkpoints),
-            failure_config=tune.FailureConfig(max_failures=0), verbose=0,
+            # a trial whose node was lost (spot preemption) restarts from its last checkpoint, a few times
+            failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES), verbose=0,
         ),
     )
 
@@ -281,21 +287,19 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_tables(rows: list[dict], output: str) -> tuple[Path, Path]:
-    """``results.md`` and ``results.csv`` under ``output``."""
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+def write_tables(rows: list[dict], output: str) -> tuple[str, str]:
+    """``results.md`` and ``results.csv`` under ``output`` (a local folder or a URI)."""
     cols = list(rows[0]) if rows else ["rank", "trial_id"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     for row in rows:
         w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
-    (out / "results.csv").write_text(buf.getvalue())
+    storage.write_bytes(storage.join(output, "results.csv"), buf.getvalue().encode())
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(row.get(k)) for k in cols) + " |" for row in rows]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    return out / "results.md", out / "results.csv"
+    storage.write_bytes(storage.join(output, "results.md"), ("\n".join(lines) + "\n").encode())
+    return storage.join(output, "results.md"), storage.join(output, "results.csv")
 
 
 def best_config(space: SearchSpace, row: dict) -> dict:
@@ -334,31 +338,34 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
     if resume not in ("auto", "never", "force"):
         raise ConfigError(f"resume: {resume!r} is not one of ['auto', 'never', 'force']")
     t0 = time.perf_counter()
-    out = Path(output)
-    exp = out / name
-    record_path = out / "space.json"
+    out = storage.absolute(output)  # a local folder (made absolute: trials do not share our cwd) or a URI
+    exp = storage.join(out, name)
+    record_path = storage.join(out, "space.json")
+    if storage.is_uri(out) and tracking is not None and tracking.mlflow:
+        raise ConfigError(f"--output {out}: MLflow tracking of a sweep keeps its record in a local --output; "
+                          "use a local folder (or no --mlflow) for a sweep on object storage")
     init_ray(quiet=quiet)
     _check_cpus(space)
-    restorable = tune.Tuner.can_restore(str(exp.resolve()))
+    restorable = tune.Tuner.can_restore(exp)
     if restorable and resume == "never":
         raise ConfigError(f"{exp}: already holds a sweep; use another --output or --resume auto")
     if not restorable and resume == "force":
         raise ConfigError(f"{exp}: no sweep to resume there")
-    track = _sweep_tracking(space, out, tracking, restorable, name)
+    track = _sweep_tracking(space, Path(out), tracking, restorable, name) if not storage.is_uri(out) else None
     bar = SweepProgress(space) if progress and not restorable else None  # Tuner.restore takes no callbacks
     if restorable:
-        saved = json.loads(record_path.read_text()) if record_path.is_file() else None
+        saved = read_json(record_path)
         if saved is None or saved.get("fingerprint") != space.fingerprint():
             raise ConfigError(
                 f"{record_path}: this sweep was started with another search space (fingerprint "
                 f"{saved.get('fingerprint') if saved else None} vs now {space.fingerprint()}); "
                 "use a new --output or the original space file"
             )
-        tuner = tune.Tuner.restore(str(exp.resolve()), trainable=_trainable(space), resume_unfinished=True,
+        tuner = tune.Tuner.restore(exp, trainable=_trainable(space), resume_unfinished=True,
                                    resume_errored=True, param_space=_param_space(space, track))
     else:
-        write_json(str(record_path), _space_record(space))
-        tuner = build_tuner(space, str(out), name=name, stop=stop,
+        write_json(record_path, _space_record(space))
+        tuner = build_tuner(space, out, name=name, stop=stop,
                             callbacks=list(callbacks or []) + ([bar] if bar else []), tracking=track)
     try:
         with console.prints_to_log():  # Tune's experiment banner and trial tables: Ray internals
@@ -367,7 +374,7 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
         if bar is not None:
             bar.close()
     rows = ranked_rows(space, grid)
-    md, csv_path = write_tables(rows, str(out))
+    md, csv_path = write_tables(rows, out)
     summary = {
         "experiment": str(exp),
         "restored": bool(restorable),
@@ -384,18 +391,18 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
     }
     ok = [r for r in rows if r["status"] != "error" and r[f"{space.tune.metric}_best"] is not None]
     if ok:
-        path = out / "best_config.json"
-        write_json(str(path), best_config(space, ok[0]))
+        path = storage.join(out, "best_config.json")
+        write_json(path, best_config(space, ok[0]))
         summary["best_config"] = str(path)
     if track:
         best = rows[0] if rows else {}
         end_parent_run(from_dict(TrackingConfig, {k: v for k, v in track.items() if k != "parent_run_id"}),
-                       str(out), track["parent_run_id"],
+                       out, track["parent_run_id"],
                        {f"best_{space.tune.metric}": best.get(f"{space.tune.metric}_best"),
                         "num_trials": len(rows)}, status="FAILED" if summary["errors"] else "FINISHED")
         summary["mlflow"] = {"parent_run_id": track["parent_run_id"], "tracking_uri": track["uri"],
                              "experiment": track["experiment"], "run_id": track["parent_run_id"]}
-    write_json(str(out / "summary.json"), summary)
+    write_json(storage.join(out, "summary.json"), summary)
     return summary
 
 
