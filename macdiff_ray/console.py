@@ -37,6 +37,7 @@ from typing import Any, Mapping, Optional
 MARK = "[macdiff] "  # a worker line meant for the user's console
 PROGRESS = "[macdiff-progress] "  # a worker progress state (JSON) that the driver draws as a bar
 LOG_NAME = "ray.log"  # the run directory's log file of Ray's internal output
+ROUTED_ENV = "MACDIFF_CONSOLE_ROUTED"  # set for the workers of a routed driver: only they emit PROGRESS lines
 
 # Driver-side loggers whose console output is Ray internals (and MLflow's store set-up notes).
 _RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.air", "ray.util", "ray.serve", "mlflow", "alembic")
@@ -340,8 +341,10 @@ class StepBar:
         self._id = uuid.uuid4().hex[:12]
         self._last = 0.0
         self._remote = enabled and in_ray_worker()
+        if self._remote and os.environ.get(ROUTED_ENV) != "1":  # nobody would draw it: the JSON would be noise
+            self.enabled = self._remote = False
         self._bar = None
-        if enabled and not self._remote:
+        if self.enabled and not self._remote:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, file=sys.stderr)

@@ -394,17 +394,31 @@ def _make_workers(bundle: Mapping[str, Any], workers: int, cpu_per_worker: float
     return [cls.options(num_cpus=cpu_per_worker, num_gpus=gpu).remote(ref, threads) for _ in range(workers)]
 
 
-def run_chunks(handles: Sequence[Any], method: str, calls: Sequence[tuple]) -> list:
+def run_chunks(handles: Sequence[Any], method: str, calls: Sequence[tuple], desc: str = "") -> list:
     """Call ``method(*args)`` for each ``args`` of ``calls``, round-robin over ``handles`` (Ray actors or
-    in-process workers); results in call order."""
+    in-process workers); results in call order. A progress bar over the chunks (``desc``) on the console."""
+    from tqdm.auto import tqdm
+
     if not handles:
         raise ValueError("run_chunks: no workers")
-    if isinstance(handles[0], GenerativeWorker):
-        return [getattr(handles[0], method)(*args) for args in calls]
-    import ray
+    bar = tqdm(total=len(calls), desc=desc or method, unit="chunk", leave=False, dynamic_ncols=True)
+    try:
+        if isinstance(handles[0], GenerativeWorker):
+            out = []
+            for args in calls:
+                out.append(getattr(handles[0], method)(*args))
+                bar.update(1)
+            return out
+        import ray
 
-    refs = [getattr(handles[i % len(handles)], method).remote(*args) for i, args in enumerate(calls)]
-    return ray.get(refs)
+        refs = [getattr(handles[i % len(handles)], method).remote(*args) for i, args in enumerate(calls)]
+        pending = list(refs)
+        while pending:  # results stay in call order (ray.get(refs) below); the bar follows completions
+            done, pending = ray.wait(pending, num_returns=1)
+            bar.update(len(done))
+        return ray.get(refs)
+    finally:
+        bar.close()
 
 
 def _kill(handles: Sequence[Any]) -> None:
@@ -573,7 +587,7 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
                       cfg.condition, cfg.steps, cfg.resample, cfg.eta, cfg.clip_x0, cfg.recon_guidance)
                      for j, a in enumerate(range(0, x.shape[0], cfg.chunk_size))]
             t0 = time.perf_counter()
-            rec = np.concatenate(run_chunks(handles, "reconstruct", calls))  # (P, T, V, C) normalised
+            rec = np.concatenate(run_chunks(handles, "reconstruct", calls, desc=f"reconstruct {name}"))  # (P, T, V, C)
             gen_s = time.perf_counter() - t0
             if not np.array_equal(rec[known], x[known]):
                 raise AssertionError(f"{name}: inpainting changed known entries (bug)")
@@ -686,7 +700,7 @@ def run_sample(cfg: SampleConfig) -> dict:
         sizes = [min(cfg.chunk_size, cfg.num_samples - a) for a in range(0, cfg.num_samples, cfg.chunk_size)]
         calls = [(n, chunk_seed(cfg.seed, 0, j), cfg.steps, cfg.eta, cfg.clip_x0) for j, n in enumerate(sizes)]
         t0 = time.perf_counter()
-        fake = np.concatenate(run_chunks(handles, "sample", calls))  # (S, T, V, C) normalised
+        fake = np.concatenate(run_chunks(handles, "sample", calls, desc="generate"))  # (S, T, V, C) normalised
         gen_s = time.perf_counter() - t0
     finally:
         _kill(handles)

@@ -27,14 +27,17 @@ def init_ray(quiet: bool = False) -> str:
     # A command that routed its console (macdiff_ray.console.setup) needs the workers' output: the driver sorts
     # it into the console (the project's lines and bars) and the run's log file (Ray's internals).
     to_driver = True if console.is_configured() else not quiet
+    # Workers draw progress bars only for a driver that sorts their output (console.ROUTED_ENV); env_vars merge
+    # per key with a submitted job's runtime_env.
+    routed = {console.ROUTED_ENV: "1"} if console.is_configured() else {}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=to_driver)
+        ray.init(address="auto", log_to_driver=to_driver, **({"runtime_env": {"env_vars": routed}} if routed else {}))
         console.attach()
         return "cluster"
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(
         address="local",
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **routed}},
         log_to_driver=to_driver,
     )
     console.attach()
