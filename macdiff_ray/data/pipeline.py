@@ -349,3 +349,62 @@ def read_transformed(
     return {"x": np.ascontiguousarray(np.concatenate(xs), np.float32),
             "person_valid": np.concatenate(valids).astype(bool), "label": np.concatenate(labels).astype(np.int64),
             "sample_id": np.asarray(sids, dtype=object), **extra}
+
+
+class InMemorySplit:
+    """One split of a small prepared dataset in this process's memory, with the part of a Ray ``Dataset``'s
+    ``iter_batches`` that the protocols use. For Ray Train's local mode (``num_workers=0``: the train function runs
+    in the driver): no Ray Data task is scheduled per pass, which on a small dataset costs more than the pass.
+
+    ``rows``: the stored columns (``x`` (N, M, T_max, V, C) float32, ``length``, ``num_persons``, ``label``,
+    ``sample_id``, ...); ``transform``: a batch-in/batch-out callable (Train/EvalTransform), applied per batch on
+    every pass, so a seeded TrainTransform draws new crops and rotations each epoch (its call counter advances)."""
+
+    def __init__(self, rows: Mapping[str, np.ndarray], transform: Callable[[dict], dict] | None):
+        self.rows = dict(rows)
+        self.transform = transform
+        self._n = int(len(self.rows["label"]))
+
+    def count(self) -> int:
+        return self._n
+
+    def iter_batches(self, *, batch_size: int, batch_format: str = "numpy", drop_last: bool = False,
+                     local_shuffle_buffer_size: int | None = None, local_shuffle_seed: int | None = None,
+                     prefetch_batches: int = 0) -> Iterator[dict]:
+        if batch_format != "numpy":
+            raise ValueError(f"InMemorySplit.iter_batches: only batch_format='numpy', got {batch_format!r}")
+        # A shuffle buffer asked for = a full in-memory shuffle (the buffer's purpose, without its bound).
+        order = (np.random.default_rng(local_shuffle_seed).permutation(self._n) if local_shuffle_buffer_size
+                 else np.arange(self._n))
+        for a in range(0, self._n, batch_size):
+            idx = order[a:a + batch_size]
+            if drop_last and len(idx) < batch_size:
+                break
+            batch = {k: v[idx] for k, v in self.rows.items()}
+            yield self.transform(batch) if self.transform is not None else batch
+
+
+def read_rows(shards: Sequence[str | Path], sample_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """The stored columns of rows ``sample_ids`` (shard order), decoded: ``x`` (N, M, T_max, V, C) float32 and
+    every other column as a 1-D array."""
+    import pyarrow.parquet as pq
+
+    wanted = pa.array([str(i) for i in sample_ids], pa.string())
+    parts = [decode_batch(pq.read_table(str(s), filters=pc.field("sample_id").isin(wanted))) for s in shards]
+    parts = [p for p in parts if len(p["label"])]
+    if not parts:
+        raise ValueError(f"none of the {len(sample_ids)} selected rows was found in {len(shards)} shard(s)")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def make_memory_dataset(data_dir: str | Path, benchmark: str, split: str, *, train: bool, num_frames: int = 120,
+                        seed: int | None = 0, labeled_fraction: float | None = None, subset_seed: int = 0,
+                        persons: Literal["all", "first"] = "all") -> InMemorySplit:
+    """:func:`make_dataset`'s selection and transforms, held in memory (see :class:`InMemorySplit`)."""
+    selection = select_split(data_dir, benchmark, split, labeled_fraction=labeled_fraction, subset_seed=subset_seed)
+    if len(selection) == 0:
+        raise ValueError(f"{data_dir}: benchmark {benchmark!r} split {split!r} selects no rows")
+    stats = dataset_stats(data_dir, benchmark)
+    fn = (TrainTransform(stats, num_frames=num_frames, persons=persons, seed=seed) if train
+          else EvalTransform(stats, num_frames=num_frames, persons=persons))
+    return InMemorySplit(read_rows(selection.shards, selection.sample_ids), fn)

@@ -94,3 +94,37 @@ def run_knn(cfg: KnnConfig) -> dict:
     if cfg.output:
         write_json(join(cfg.output, "results.json"), res)
     return res
+
+
+def raw_nearest_neighbour(data_dir: str, benchmark: str, num_frames: int, *, crop: float = 0.95,
+                          output: str = "", label: str = "") -> dict:
+    """1-NN on raw coordinates, the trivial baseline: each test sequence takes the label of the training sequence
+    nearest in Euclidean distance, both passed through the evaluation transform (centre crop, resize to
+    ``num_frames``, the benchmark's normalisation) and flattened; persons averaged over the valid ones. In this
+    process, no Ray. Writes ``results.json`` when ``output`` is set."""
+    from macdiff_ray.data.pipeline import dataset_stats, read_transformed, select_split
+    from macdiff_ray.data.transforms import EvalTransform
+    from macdiff_ray.eval.features import describe_eval_data, encode_persons
+    from macdiff_ray.train.checkpoint import code_version
+    from macdiff_ray.train.logging import join, write_json
+
+    t0 = time.perf_counter()
+    info = describe_eval_data(data_dir, benchmark)
+    tf = EvalTransform(dataset_stats(data_dir, benchmark), num_frames=num_frames, crop=crop)
+    feats = {}
+    for split in ("train", "test"):
+        sel = select_split(data_dir, benchmark, split)
+        rows = read_transformed(sel.shards, sel.sample_ids, tf)
+        x, pv = torch.from_numpy(rows["x"]), torch.from_numpy(rows["person_valid"])  # (N, M, T, V, C), (N, M)
+        feats[split] = (encode_persons(None, x, pv, "raw").flatten(1), torch.from_numpy(rows["label"]))  # (N, F)
+    (ftr, ytr), (fte, yte) = feats["train"], feats["test"]
+    nearest = torch.cdist(fte, ftr).argmin(1)  # (Q,)
+    acc = float((ytr[nearest] == yte).float().mean())
+    res = {"protocol": "1nn-raw", "label": label or "1-NN, raw coordinates", "top1_last": acc, "top1_best": acc,
+           "top5_last": None, "top5_best": None, "data": {k: info[k] for k in ("dataset", "benchmark", "num_classes")},
+           "num_frames": num_frames, "num_train": int(len(ytr)), "num_test": int(len(yte)),
+           "selection_note": "no training: last == best", "wall_time_s": time.perf_counter() - t0,
+           "code_version": code_version()}
+    if output:
+        write_json(join(output, "results.json"), res)
+    return res

@@ -74,11 +74,12 @@ class EvalCommon:
 
     def _check_common(self) -> None:
         name = type(self).__name__
-        for f in ("num_frames", "epochs", "batch_size", "eval_every", "num_workers", "checkpoint_every",
-                  "keep_checkpoints"):
+        for f in ("num_frames", "epochs", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, f) < 1:
                 raise ConfigError(f"{name}.{f}: {getattr(self, f)!r} must be >= 1")
-        if self.batch_size % self.num_workers:
+        if self.num_workers < 0:
+            raise ConfigError(f"{name}.num_workers: {self.num_workers!r} must be >= 0 (0: in this process)")
+        if self.num_workers and self.batch_size % self.num_workers:
             raise ConfigError(f"{name}.batch_size: {self.batch_size} (global) not divisible by "
                               f"num_workers={self.num_workers}")
         if self.labeled_fraction is not None and not 0.0 < self.labeled_fraction <= 1.0:
@@ -403,26 +404,30 @@ def _cat_batch(b: dict, extra: Optional[dict]) -> dict:
 
 
 def _augment_collect(augmenter, epoch: int, epochs: int, rank: int, world: int) -> tuple[Optional[dict], float]:
-    """Rank 0 drives the augmenter (prefetch e+1, collect e), broadcasts to the others; each keeps rows
-    ``[rank::world]``. Returns (this worker's samples, seconds blocked)."""
+    """Rank 0 drives the augmenter (prefetch e+1, collect e) and sends each rank only its rows ``[r::world]``
+    (a scatter: broadcasting the whole set moved ``world`` times the data a rank keeps). Returns (this worker's
+    samples, seconds blocked)."""
     t0 = time.perf_counter()
-    data = None
+    parts = None
+    keys = ("x", "person_valid", "label")
     if rank == 0:
         if epoch + 1 < epochs:
             augmenter.prefetch(epoch + 1)
         data = augmenter.collect(epoch)
-        for k in ("x", "person_valid", "label"):
+        for k in keys:
             if k not in data:
                 raise KeyError(f"augmenter.collect({epoch}) lacks {k!r}; has {sorted(data)}")
+        parts = [{k: torch.as_tensor(data[k])[r::world] for k in keys} for r in range(world)]
     if world > 1:
         import torch.distributed as dist
 
-        box = [data]
-        dist.broadcast_object_list(box, src=0)
-        data = box[0]
+        box = [None]
+        dist.scatter_object_list(box, parts, src=0)
+        mine = box[0]
+    else:
+        mine = parts[0]
     waited = time.perf_counter() - t0
-    data = {k: torch.as_tensor(data[k])[rank::world] for k in ("x", "person_valid", "label")}
-    return data, waited
+    return mine, waited
 
 
 def train_func(config: dict) -> dict:
@@ -611,7 +616,18 @@ def _storage_path(output: str) -> str:
 
 
 def build_datasets(cfg: EvalCommon) -> dict:
-    from macdiff_ray.data.pipeline import make_dataset
+    """Ray Datasets of the train/test splits; with ``num_workers=0`` (Ray Train's local mode) in-memory splits
+    read in this process instead (small datasets: no Ray Data task per pass)."""
+    from macdiff_ray.data.pipeline import make_dataset, make_memory_dataset
+
+    if cfg.num_workers == 0:
+        return {
+            "train": make_memory_dataset(cfg.data_dir, cfg.benchmark, "train", train=cfg.augment_input,
+                                         num_frames=cfg.num_frames, seed=cfg.seed, persons="all",
+                                         labeled_fraction=cfg.labeled_fraction, subset_seed=cfg.subset_seed),
+            "test": make_memory_dataset(cfg.data_dir, cfg.benchmark, "test", train=False, num_frames=cfg.num_frames,
+                                        persons="all"),
+        }
 
     common = dict(num_frames=cfg.num_frames, persons="all", materialize=cfg.materialize)
     return {
@@ -671,10 +687,10 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
     sel = select_split(cfg.data_dir, cfg.benchmark, "train", labeled_fraction=cfg.labeled_fraction,
                        subset_seed=cfg.subset_seed)
     num_train = len(sel)
-    plan_steps(cfg, num_train, cfg.num_workers)
+    plan_steps(cfg, num_train, max(1, cfg.num_workers))
     saved = _check_rerun(cfg)
     init_ray(quiet=quiet)
-    use_gpu = resolve_use_gpu(cfg.use_gpu, cfg.num_workers)
+    use_gpu = resolve_use_gpu(cfg.use_gpu, max(1, cfg.num_workers))
     write_json(join(cfg.output, "config.json"), to_dict(cfg))
     resources = {"CPU": cfg.cpus_per_worker}
     if use_gpu:
@@ -712,7 +728,8 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
         "device": summary.get("device"),
         "start_epoch": summary.get("start_epoch"),
         "resumed": saved is not None and (summary.get("start_epoch") or 0) > 0,
-        "checkpoint_path": result.checkpoint.path if result.checkpoint is not None else None,
+        # local mode (num_workers=0) persists no checkpoint: its reported directory is a temporary one
+        "checkpoint_path": result.checkpoint.path if result.checkpoint is not None and cfg.num_workers else None,
         "mlflow": ({"run_id": summary.get("mlflow_run_id"), "tracking_uri": resolve_uri(cfg.tracking, cfg.output),
                     "experiment": cfg.tracking.experiment} if cfg.tracking.mlflow else None),
         "aug_wait_total_s": summary.get("aug_wait_total_s"),
