@@ -43,7 +43,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-frames", dest="num_frames", type=int)
     p.add_argument("--labeled-fraction", dest="labeled_fraction", type=float)
     p.add_argument("--max-steps-per-epoch", dest="max_steps_per_epoch", type=int)
-    p.add_argument("--num-workers", dest="num_workers", type=int)
+    p.add_argument("--num-workers", dest="num_workers", type=int,
+                   help="Ray Train workers; 0 = in this process over in-memory splits (small datasets)")
     p.add_argument("--use-gpu", dest="use_gpu", choices=("auto", "yes", "no"))
     p.add_argument("--materialize", action="store_true", default=None, help="load splits into memory first")
     p.add_argument("--seed", type=int)
@@ -88,6 +89,9 @@ def main(argv=None) -> int:
         "(TensorBoard), ray.log; with --mlflow also RUN_DIR/mlflow.db (or the --mlflow-uri server)",
     )
     add_common(p)
+    p.add_argument("--cache-views", dest="cache_views", type=int,
+                   help="frozen-feature cache: training passes encoded once and reused by every epoch (default 4; "
+                        "0 encodes every batch of every epoch)")
     p.add_argument("--knn", action="store_true", help="kNN probe instead of a trained linear head")
     p.add_argument("--k", type=int, help="kNN neighbours (20)")
     args = p.parse_args(argv)

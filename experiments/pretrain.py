@@ -43,9 +43,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", dest="num_workers", type=int)
     p.add_argument("--use-gpu", dest="use_gpu", choices=("auto", "yes", "no"))
     p.add_argument("--epochs", type=int)
+    p.add_argument("--budget-minutes", dest="budget_minutes", type=float,
+                   help="wall-clock budget: the lr follows a cosine over the time, the run stops inside it "
+                        "(--epochs is then the cap)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="GLOBAL batch size")
     p.add_argument("--lr", type=float, help="base lr at lr_reference_batch (128), scaled linearly by default")
     p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int,
+                   help="epochs between checkpoints (default 1: a lost spot node costs at most one epoch)")
+    p.add_argument("--max-failures", dest="max_failures", type=int,
+                   help="restarts after worker/node errors (default 2); preemptions Ray is told of retry without limit")
     p.add_argument("--config", help="JSON/YAML file of PretrainConfig keys")
     p.add_argument("--smoke-test", action="store_true", help="tiny, fast run (synthetic data if --data absent)")
     add_console_flags(p)
