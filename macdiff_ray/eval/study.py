@@ -286,9 +286,14 @@ def run_study(cfg: StudyConfig) -> dict:
     seeds = list(cfg.seeds)
     results: list[tuple[str, dict]] = []
 
+    header = (f"### {info['dataset']} / {cfg.benchmark}: preset {cfg.preset}, {num_frames} frames, pretraining "
+              f"{pre.get('final_epoch')} epochs in {(pre.get('wall_time_s') or 0) / 60:.1f} min "
+              f"(budget {cfg.budget_minutes:g} min), final loss {pre.get('final_loss') or float('nan'):.4f}")
+
     def row(label: str, res: dict) -> None:
         results.append((label, res))
         log.warning("study: %-48s top-1 last %s", label, _pct(res, "top1_last"))
+        write_text(join(cfg.output, "study.md"), table(results, header) + "\n(in progress)\n")  # partial table
 
     if "probe" in cfg.rows:
         row("linear probe, pretrained (per-joint)",
@@ -331,9 +336,6 @@ def run_study(cfg: StudyConfig) -> dict:
                 cfg, f"semi_{frac:g}_scratch", num_frames, n, seeds, random_init=True, preset=cfg.preset,
                 labeled_fraction=frac))
     curve = _curve(cfg, run_dir, num_frames)
-    header = (f"### {info['dataset']} / {cfg.benchmark}: preset {cfg.preset}, {num_frames} frames, pretraining "
-              f"{pre.get('final_epoch')} epochs in {(pre.get('wall_time_s') or 0) / 60:.1f} min "
-              f"(budget {cfg.budget_minutes:g} min), final loss {pre.get('final_loss') or float('nan'):.4f}")
     md = table(results, header)
     if curve:
         md += "\nprobe over pretraining (seed 0, per-joint, last epoch): " + ", ".join(
