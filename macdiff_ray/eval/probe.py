@@ -177,23 +177,29 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def _score(pairs, device: torch.device) -> dict:
+    """Top-1/top-5 (fractions) and mean loss of ``(logits (B, K), labels (B,))`` pairs, summed over DDP ranks."""
+    n = c1 = c5 = loss_sum = 0.0
+    for logits, y in pairs:
+        k1, k5 = topk_correct(logits, y)
+        c1, c5, n = c1 + k1, c5 + k5, n + y.shape[0]
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+    n, c1, c5, loss_sum = _all_reduce([n, c1, c5, loss_sum], device)
+    if n == 0:
+        raise RuntimeError("evaluation saw no test sample")
+    return {"top1": c1 / n, "top5": c5 / n, "test_loss": loss_sum / n, "num_test_seen": int(n)}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, device: torch.device) -> dict:
     """Top-1/top-5 accuracy (fractions) and mean loss over ``batches``, summed over DDP ranks."""
     was = model.training
     model.eval()
-    n = c1 = c5 = loss_sum = 0.0
-    for b in batches:
-        x, pv, y = b["x"].to(device), b["person_valid"].to(device), b["label"].to(device)  # (B,M,T,V,C),(B,M),(B,)
-        logits = model(x, pv)  # (B, K)
-        k1, k5 = topk_correct(logits, y)
-        c1, c5, n = c1 + k1, c5 + k5, n + y.shape[0]
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-    model.train(was)
-    n, c1, c5, loss_sum = _all_reduce([n, c1, c5, loss_sum], device)
-    if n == 0:
-        raise RuntimeError("evaluation saw no test sample")
-    return {"top1": c1 / n, "top5": c5 / n, "test_loss": loss_sum / n, "num_test_seen": int(n)}
+    try:
+        return _score(((model(b["x"].to(device), b["person_valid"].to(device)), b["label"].to(device))
+                       for b in batches), device)  # logits (B, K), labels (B,)
+    finally:
+        model.train(was)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -365,18 +371,11 @@ def evaluate_features(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor
     """:func:`evaluate` on cached features: top-1/top-5 and mean loss, summed over DDP ranks."""
     was = head.training
     head.eval()
-    n = c1 = c5 = loss_sum = 0.0
-    for i in range(0, feats.shape[0], chunk):
-        f, y = feats[i:i + chunk].to(device), labels[i:i + chunk].to(device)
-        logits = head(f)  # (B, K)
-        k1, k5 = topk_correct(logits, y)
-        c1, c5, n = c1 + k1, c5 + k5, n + y.shape[0]
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-    head.train(was)
-    n, c1, c5, loss_sum = _all_reduce([n, c1, c5, loss_sum], device)
-    if n == 0:
-        raise RuntimeError("evaluation saw no test sample")
-    return {"top1": c1 / n, "top5": c5 / n, "test_loss": loss_sum / n, "num_test_seen": int(n)}
+    try:
+        return _score(((head(feats[i:i + chunk].to(device)), labels[i:i + chunk].to(device))
+                       for i in range(0, feats.shape[0], chunk)), device)
+    finally:
+        head.train(was)
 
 
 def _mix_chunks(aug: Optional[dict], steps: int) -> list[Optional[dict]]:

@@ -128,11 +128,7 @@ class BudgetCosine:
             self.warmup_end_s = self.spent()
         return self.floor + (self.peak - self.floor) * 0.5 * (1.0 + math.cos(math.pi * self.progress()))
 
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        lr = self.lr(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+    apply = WarmupCosine.apply  # set every group's lr for ``step``; returns it
 
     def state(self) -> dict:
         return {"spent_s": self.spent(), "warmup_end_s": self.warmup_end_s, "budget_s": self.budget_s}
