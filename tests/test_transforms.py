@@ -264,3 +264,19 @@ def test_invalid_arguments_raise():
         EvalTransform({"mean": [0.0, 0.0], "std": [1.0, 1.0]})(make_batch(B=2))
     with pytest.raises(KeyError, match="label"):
         EvalTransform(STATS)({"x": make_batch(B=2)["x"], "length": np.array([3, 4])})
+
+
+def test_crop_minimum_is_a_share_of_the_target_length_so_short_sequences_get_cropped():
+    # Issue 14: with the paper's fixed 64-frame minimum a 30-frame sequence (NW-UCLA's median) was never cropped.
+    from macdiff_ray.data.transforms import TrainTransformConfig, crop_windows_random
+
+    assert TrainTransformConfig(num_frames=120).min_crop_frames == 64  # the paper's 64 of 120
+    assert TrainTransformConfig(num_frames=32).min_crop_frames == 17
+    assert TrainTransformConfig(num_frames=32, min_frames=64).min_crop_frames == 64  # explicit value wins
+    rng = np.random.default_rng(0)
+    length = np.full(2000, 30)
+    p = rng.uniform(0.5, 1.0, 2000)
+    _, new = crop_windows_random(length, p, rng.random(2000), TrainTransformConfig(num_frames=32).min_crop_frames)
+    _, old = crop_windows_random(length, p, rng.random(2000), 64)
+    assert (old == 30).all()  # the old rule: no crop at all
+    assert new.min() == 17 and new.max() == 30 and (new < 30).mean() > 0.8
