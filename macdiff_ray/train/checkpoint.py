@@ -263,8 +263,8 @@ def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: str | torc
     except pickle.UnpicklingError as e:
         # torch's own text advises weights_only=False (arbitrary code execution): keep only its diagnosis.
         why = str(e).split("WeightsUnpickler error:", 1)[-1].split(". Please use", 1)[0].strip()
-        raise ValueError(f"checkpoint {file}: holds objects other than tensors and plain containers ({why}); "
-                         "it was not written by macdiff-ray and is not loaded") from None
+        raise ValueError(f"checkpoint {file}: holds objects other than tensors and plain containers ({why}), "
+                         "which the weights_only=True loader refuses; it was not written by macdiff-ray") from None
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(f"could not load checkpoint {file} with weights_only=True: {type(e).__name__}: {e} "
                          "(a truncated or non-checkpoint file?)") from e

@@ -46,8 +46,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                 try:
                     out[k] = z[k]
                 except ValueError:  # numpy's own text advises an unsafe load: not repeated here
-                    raise DataFormatError(path, f"field {k}", "holds Python objects (an object array), not numbers; "
-                                          "save plain numeric arrays") from None
+                    raise DataFormatError(path, f"field {k}", "cannot be read without pickle: it holds Python "
+                                          "objects (an object array), not numbers; save plain numeric arrays") from None
             return out
     except DataFormatError:
         raise
