@@ -243,7 +243,8 @@ def load_layout_json(path: str | Path) -> JointLayout:
             raise DataFormatError(p, f"field {k}", "missing")
     names = d["joint_names"]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise DataFormatError(p, "field joint_names", f"expected a non-empty list of non-empty strings, got {names!r}")
+        raise DataFormatError(p, "field joint_names", f"expected a non-empty list of non-empty strings, "
+                                                      f"got {names!r}")
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataFormatError(p, "field joint_names", f"joint name {dup!r} appears twice")
