@@ -236,8 +236,8 @@ def load_layout_json(path: str | Path) -> JointLayout:
         raise DataFormatError(p, "top level", f"expected a JSON object, got {type(d).__name__}")
     unknown = sorted(set(d) - set(_JSON_REQUIRED) - set(_JSON_OPTIONAL))
     if unknown:
-        raise DataFormatError(p, f"field {unknown[0]}", f"unknown key; a layout file takes "
-                                                         f"{list(_JSON_REQUIRED)} and optionally {list(_JSON_OPTIONAL)}")
+        raise DataFormatError(p, f"field {unknown[0]}", f"unknown key; a layout file takes {list(_JSON_REQUIRED)} "
+                                                         f"and optionally {list(_JSON_OPTIONAL)}")
     for k in _JSON_REQUIRED:
         if k not in d:
             raise DataFormatError(p, f"field {k}", "missing")
