@@ -119,6 +119,17 @@ def test_killed_worker_is_restarted_from_checkpoint(ray_session, ucla_prepared, 
     assert marker.is_file()  # the fault really fired (rank 1 os._exit at the start of epoch 2)
     assert res["final_epoch"] == 2
     assert res["start_epoch"] == 1  # the finishing attempt restored the epoch-1 checkpoint
-    assert [h["epoch"] for h in res["history"]] == [2]
+    # results.json keeps every attempt: the epoch of the killed attempt and the one after the restart
+    assert [h["epoch"] for h in res["history"]] == [1, 2]
+    assert res["resumed"] is True and res["num_resumes"] == 1
+    assert [(a["attempt"], a["start_epoch"]) for a in res["attempts"]] == [(1, 0), (2, 1)]
+    assert res["attempts"][0]["from_checkpoint"] is None
+    assert res["resumed_from"][0]["epoch"] == 1 and res["resumed_from"][0]["checkpoint"].endswith("epoch_00001")
     ck = load_checkpoint(cfg.output)
     assert ck["epoch"] == 2 and ck["step"] == 2 * 4
+    # Re-running the finished command trains nothing and loses nothing (final_epoch was null before issue 13).
+    again = run_pretrain(cfg, quiet=True)
+    assert again["final_epoch"] == 2 and again["final_loss"] == res["final_loss"]
+    assert again["history"] == res["history"]
+    assert again["attempts"][-1]["start_epoch"] == 2 and again["num_resumes"] == 2
+    assert load_checkpoint(cfg.output)["step"] == 2 * 4

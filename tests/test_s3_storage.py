@@ -123,3 +123,7 @@ def test_checkpoint_from_bucket(tmp_path, bucket):
     with pytest.raises(ckpt_lib.CheckpointNotFoundError):
         ckpt_lib.load_checkpoint(f"{bucket}/no-such-run")
     assert json.loads(storage.read_bytes(f"{bucket}/run/checkpoints/epoch_00003/meta.json"))["epoch"] == 3
+    # Ray's snapshot says epoch 2 is the committed one (epoch 3: written by an attempt that died): epoch 2 it is
+    storage.write_bytes(f"{bucket}/run/checkpoints/{ckpt_lib.RAY_SNAPSHOT_FILE}",
+                        json.dumps({"latest_checkpoint_result": {"checkpoint_dir_name": "epoch_00002"}}).encode())
+    assert ckpt_lib.load_checkpoint(f"{bucket}/run")["epoch"] == 2

@@ -177,15 +177,41 @@ def _order_key(ckpt_dir: Path) -> tuple:
         return (-1, -1, ckpt_dir.name)
 
 
-def find_latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
-    """Directory of the newest checkpoint of a local run (``RUN_DIR/checkpoints/*/checkpoint.pt``), or None.
+# Ray Train V2 (2.60) records its committed checkpoints in this file of the run's storage folder
+# (ray/train/v2/_internal/constants.py CHECKPOINT_MANAGER_SNAPSHOT_FILENAME); "latest_checkpoint_result" is the one
+# a restart resumes from.
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 
-    ``run_dir`` may also be the ``checkpoints`` folder itself.
+
+def committed_checkpoint_name(checkpoints_dir: str | os.PathLike) -> Optional[str]:
+    """The folder name of the checkpoint Ray Train committed last in ``checkpoints_dir`` (local or URI), from its
+    ``checkpoint_manager_snapshot.json``; None without a readable snapshot or a committed checkpoint."""
+    from macdiff_ray import storage
+
+    try:
+        snap = json.loads(storage.read_bytes(storage.join(checkpoints_dir, RAY_SNAPSHOT_FILE)).decode())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    latest = snap.get("latest_checkpoint_result") if isinstance(snap, dict) else None
+    name = latest.get("checkpoint_dir_name") if isinstance(latest, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def find_latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
+    """Directory of the checkpoint to continue from in a local run (``RUN_DIR/checkpoints/*/checkpoint.pt``), or
+    None. ``run_dir`` may also be the ``checkpoints`` folder itself.
+
+    The one Ray Train committed (its snapshot file) wins: a higher epoch folder on disk can be a checkpoint a
+    failed attempt wrote but Ray never committed. Without a snapshot (checkpoints not written by Ray Train), the
+    highest (epoch, step) in ``meta.json``.
     """
     root = Path(run_dir)
     base = root / CHECKPOINTS_SUBDIR if (root / CHECKPOINTS_SUBDIR).is_dir() else root
     if not base.is_dir():
         return None
+    committed = committed_checkpoint_name(base)
+    if committed is not None and (base / committed / CHECKPOINT_FILE).is_file():
+        return base / committed
     candidates = [p for p in base.iterdir() if p.is_dir() and (p / CHECKPOINT_FILE).is_file()]
     if not candidates:
         return None
@@ -212,7 +238,12 @@ def _download_uri(uri: str) -> Path:
         base = f"{root}/{CHECKPOINTS_SUBDIR}"
         if fs.get_file_info(base).type != pafs.FileType.Directory:
             base = root
+        base_uri = uri.rstrip("/") + base[len(root):]
+        committed = committed_checkpoint_name(base_uri)  # Ray's committed checkpoint first (find_latest_checkpoint)
         best, best_key = None, None
+        if committed is not None and fs.get_file_info(f"{base}/{committed}/{CHECKPOINT_FILE}").type == \
+                pafs.FileType.File:
+            best, best_key = f"{base}/{committed}", (float("inf"),)
         for entry in fs.get_file_info(pafs.FileSelector(base, recursive=False)):
             if entry.type != pafs.FileType.Directory:
                 continue
@@ -224,7 +255,7 @@ def _download_uri(uri: str) -> Path:
                 key = (int(meta.get("epoch", -1)), int(meta.get("step", -1)), entry.base_name)
             except (OSError, ValueError):
                 key = (-1, -1, entry.base_name)
-            if best_key is None or key > best_key:
+            if best_key is None or (best_key[0] != float("inf") and key > best_key):
                 best, best_key = entry.path, key
         if best is None:
             raise CheckpointNotFoundError(f"no checkpoint under {uri} (looked in {base}/*/{CHECKPOINT_FILE})")

@@ -62,7 +62,9 @@ class PretrainConfig:
     cpus_per_worker: float = 0.5  # fractional so Ray Data read tasks are never starved (RAY-NOTES hang 1)
     # --- checkpoints / output ---
     output: str = ""  # RUN_DIR (local path) or a URI such as s3://bucket/run
-    checkpoint_every: int = 10  # epochs; a checkpoint is also written after the last epoch
+    # epochs; a checkpoint is also written after the last epoch. 1: a preempted spot node loses at most the
+    # epoch in flight (checkpoints are small next to an epoch: keep_checkpoints bounds the storage)
+    checkpoint_every: int = 1
     keep_checkpoints: int = 3  # newest N kept (Ray CheckpointConfig.num_to_keep)
     max_failures: int = 2  # worker-group restarts from the newest checkpoint (Ray FailureConfig)
     seed: int = 0

@@ -134,6 +134,15 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def _preemption_pending() -> bool:
+    """Ray Train V2's preemption notice (``ray.train.get_preemption_info()``: a barrier, so every rank calls it
+    once per epoch). False where this Ray has no such call."""
+    import ray.train
+
+    get_info = getattr(ray.train, "get_preemption_info", None)
+    return get_info is not None and get_info() is not None
+
+
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
     if not cfg.amp or device.type != "cuda":
         return None
@@ -179,6 +188,8 @@ def train_func(config: dict) -> dict:
     net = MacDiff(model_cfg)
     start_epoch, step, resumed_from = 0, 0, None
     state = None
+    prior_history: list = []  # epochs of earlier attempts, carried in the checkpoint ("run_state")
+    attempts: list = []  # one entry per attempt (fresh start, in-run restart by Ray, or re-run of the command)
     restored = hooks.get_checkpoint() if hooks is not None else ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
@@ -186,10 +197,16 @@ def train_func(config: dict) -> dict:
         ckpt_lib.check_compatible(state, model_cfg, info["layout"], dataset=info["dataset"], benchmark=cfg.benchmark)
         net.load_state_dict(state["model"])  # strict: a partial load is an error
         start_epoch, step, resumed_from = int(state["epoch"]), int(state["step"]), int(state["epoch"])
+        run_state = state.get("run_state") or {}
+        prior_history = [h for h in run_state.get("history", []) if int(h.get("epoch", 0)) <= start_epoch]
+        attempts = list(run_state.get("attempts", []))
         clock = state.get("budget") or {}
         if cfg.budget_minutes is not None and clock:  # the budget already spent by earlier attempts
             lr_schedule = BudgetCosine(cfg.effective_lr, cfg.min_lr, warmup_steps, float(clock["budget_s"]),
                                        spent_s=float(clock["spent_s"]), warmup_end_s=clock.get("warmup_end_s"))
+    attempts.append({"attempt": len(attempts) + 1, "start_epoch": start_epoch,
+                     "from_checkpoint": getattr(restored, "path", None) if restored is not None else None,
+                     "started_unix": time.time()})
 
     wrapper = DiffusionLoss(net, make_schedule(cfg.diffusion)).to_device(device)
     # moves to device; DDP when world > 1 (gloo on CPU, NCCL on GPU); a Tune trial has world 1 and no Train context
@@ -221,7 +238,7 @@ def train_func(config: dict) -> dict:
     get_shard = ray.train.get_dataset_shard if hooks is None else hooks.get_dataset_shard
     shard = get_shard("train")
     val_shard = get_shard("val") if cfg.validate_every else None
-    history = []
+    history = list(prior_history)
     metrics: dict = {}
     epoch_times: list[float] = []
     for epoch in range(start_epoch, cfg.epochs):
@@ -268,7 +285,9 @@ def train_func(config: dict) -> dict:
         if chatty:
             log.warning("%s", progress_line(epoch, cfg.epochs, metrics))
         last = epoch + 1 == cfg.epochs or out_of_budget
-        if last or (epoch + 1) % cfg.checkpoint_every == 0:
+        # A node of this run is about to be preempted (spot reclaim): checkpoint now, whatever checkpoint_every says.
+        preempting = hooks is None and _preemption_pending()
+        if last or preempting or (epoch + 1) % cfg.checkpoint_every == 0:
             writer.flush_to_output()
             name = f"epoch_{epoch + 1:05d}"
             if rank == 0:
@@ -278,6 +297,8 @@ def train_func(config: dict) -> dict:
                 )
                 if isinstance(lr_schedule, BudgetCosine):
                     state_dict["budget"] = lr_schedule.state()
+                attempts[-1]["last_checkpoint_epoch"] = epoch + 1
+                state_dict["run_state"] = {"history": history, "attempts": attempts}
                 with tempfile.TemporaryDirectory(prefix="macdiff_ckpt_") as tmp:
                     ckpt_lib.save_checkpoint(state_dict, tmp)
                     if last:
@@ -293,10 +314,12 @@ def train_func(config: dict) -> dict:
     tracker.finish()
     return {
         "history": history,
+        "attempts": attempts,
         "start_epoch": start_epoch,
         "mlflow_run_id": tracker.run_id,
         "budget": lr_schedule.state() if isinstance(lr_schedule, BudgetCosine) else None,
-        "final_metrics": metrics,
+        # a re-run of a finished run trains no epoch: its final metrics are the last recorded epoch's
+        "final_metrics": metrics or (dict(history[-1]) if history else {}),
         "steps_per_epoch": steps,
         "per_worker_batch": per_worker_batch,
         "world_size": world,
@@ -378,12 +401,22 @@ def build_trainer(
             name=name,
             storage_path=_storage_path(cfg.output),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            # max_failures: worker/node errors; preemptions (spot reclaims Ray is told of) have their own budget,
+            # unlimited (Ray 2.60 FailureConfig.max_preemption_failures=-1)
+            failure_config=FailureConfig(max_failures=cfg.max_failures, max_preemption_failures=-1),
             callbacks=list(callbacks) if callbacks else None,
         ),
         datasets=datasets if datasets is not None else build_datasets(cfg),
         dataset_config=ingest_config(),
     )
+
+
+def _gpu_decision_text(requested: str, use_gpu: bool) -> str:
+    if requested == "no":
+        return "use_gpu 'no': CPU"
+    from macdiff_ray.train.resources import gpu_supply
+
+    return f"use_gpu {requested!r} -> {'GPU' if use_gpu else 'CPU'}: {gpu_supply('GPU').describe()}"
 
 
 def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
@@ -400,6 +433,7 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     saved = check_resume(cfg, info, model_cfg)
     init_ray(quiet=quiet)
     use_gpu = resolve_use_gpu(cfg.use_gpu, cfg.num_workers)
+    gpu_decision = _gpu_decision_text(cfg.use_gpu, use_gpu)
     version = ckpt_lib.code_version()
     write_json(join(cfg.output, "config.json"), to_dict(cfg))
     trainer = build_trainer(cfg, use_gpu=use_gpu)
@@ -412,8 +446,14 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     throughput = [h["samples_per_s"] for h in history]
     previous = read_json(join(cfg.output, "results.json")) if saved is not None else None
     start = summary.get("start_epoch") or 0
-    if previous and start > 0:  # keep the earlier attempts' epochs so results.json covers the whole run
-        history = [h for h in previous.get("history", []) if h.get("epoch", 0) <= start] + history
+    first = history[0].get("epoch", 1) if history else None
+    if previous and start > 0 and (first is None or first > 1):
+        # a checkpoint from before run_state was kept: earlier epochs only in the previous results.json
+        history = [h for h in previous.get("history", []) if h.get("epoch", 0) < (first or start + 1)] + history
+        if not final and history:
+            final = dict(history[-1])
+    attempts = summary.get("attempts", [])
+    resumes = [a for a in attempts if a.get("from_checkpoint")]
     results = {
         "config": to_dict(cfg),
         "model_config": to_dict(model_cfg),
@@ -432,8 +472,17 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
         "num_workers": cfg.num_workers,
         "use_gpu": use_gpu,
         "device": summary.get("device"),
+        # which device each part ran on: the Train workers (torch device type), Ray Data's read/transform tasks
+        # (CPU tasks), and what the GPU decision saw
+        "devices": {"train_workers": summary.get("device"), "data_pipeline": "cpu",
+                    "use_gpu_decision": gpu_decision},
         "start_epoch": summary.get("start_epoch"),
-        "resumed": saved is not None and (summary.get("start_epoch") or 0) > 0,
+        # every attempt of this run: the first start, each restart by Ray Train after a failure, each re-run
+        "attempts": attempts,
+        "num_resumes": len(resumes),
+        "resumed": bool(resumes),
+        "resumed_from": [{"attempt": a["attempt"], "epoch": a["start_epoch"], "checkpoint": a["from_checkpoint"]}
+                         for a in resumes],
         "checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
         "mlflow": ({"run_id": summary.get("mlflow_run_id"), "tracking_uri": resolve_uri(cfg.tracking, cfg.output),
                     "experiment": cfg.tracking.experiment} if cfg.tracking.mlflow else None),

@@ -1,0 +1,46 @@
+"""Unit tests: the checkpoint a run continues from is the one Ray Train committed (its snapshot file), not the
+highest epoch folder on disk (issue 13, fix 6); without a snapshot, the newest by meta.json."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from macdiff_ray.train import checkpoint as ckpt_lib
+
+
+def _save(run, epoch):
+    state = {"model": {"w": torch.zeros(1)}, "optimizer": None, "scaler": None, "epoch": epoch, "step": 10 * epoch,
+             "config": {}, "model_config": {}, "data": {"dataset": "d", "layout": {"name": "l"}},
+             "code_version": "test"}
+    return ckpt_lib.save_checkpoint(state, run / "checkpoints" / f"epoch_{epoch:05d}")
+
+
+def _snapshot(run, committed):
+    # the fields of Ray 2.60's _CheckpointManagerState that matter here
+    (run / "checkpoints" / ckpt_lib.RAY_SNAPSHOT_FILE).write_text(json.dumps({
+        "ray_version": "2.60.0", "checkpoint_results": [],
+        "latest_checkpoint_result": {"checkpoint_dir_name": committed, "metrics": {}},
+    }))
+
+
+def test_committed_checkpoint_wins_over_a_higher_uncommitted_folder(tmp_path):
+    run = tmp_path / "run"
+    for e in (1, 2, 3):
+        _save(run, e)
+    assert ckpt_lib.find_latest_checkpoint(run).name == "epoch_00003"  # no snapshot: newest by meta.json
+    _snapshot(run, "epoch_00002")  # epoch 3 was written by an attempt that died before Ray committed it
+    assert ckpt_lib.find_latest_checkpoint(run).name == "epoch_00002"
+    assert ckpt_lib.load_checkpoint(run)["epoch"] == 2
+    assert ckpt_lib.committed_checkpoint_name(run / "checkpoints") == "epoch_00002"
+
+
+def test_snapshot_naming_a_missing_folder_falls_back(tmp_path):
+    run = tmp_path / "run"
+    _save(run, 1)
+    _snapshot(run, "epoch_00009")
+    assert ckpt_lib.find_latest_checkpoint(run).name == "epoch_00001"
+    (run / "checkpoints" / ckpt_lib.RAY_SNAPSHOT_FILE).write_text("{not json")
+    assert ckpt_lib.committed_checkpoint_name(run / "checkpoints") is None
+    assert ckpt_lib.find_latest_checkpoint(run).name == "epoch_00001"
