@@ -478,6 +478,18 @@ class SweepProgress(_sweep_callback_base()):
     def close(self):
         self._bar.close()
 
+    # Tune pickles RunConfig callbacks into tuner.pkl. A live tqdm bar does not survive that: Tuner.restore of a
+    # CLI sweep died with RecursionError in tqdm.utils.__getattr__ while unpickling it (seen on the simulated
+    # cluster). The bar stays out of the pickle; a restored copy gets a disabled bar (run_sweep draws none then).
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_bar"}
+
+    def __setstate__(self, state):
+        from tqdm.auto import tqdm
+
+        self.__dict__.update(state)
+        self._bar = tqdm(disable=True)
+
 
 __all__ = ["TrialHooks", "pretrain_trial", "augment_trial", "build_tuner", "run_sweep", "ranked_rows",
            "write_tables", "best_config", "parse_space", "RUN_NAME"]
