@@ -26,7 +26,11 @@ def smoke_runs() -> str:
     from macdiff_ray.config import from_dict
     from macdiff_ray.eval.probe import LinearEvalConfig, linear_smoke_overrides, run_linear_eval
 
+    from macdiff_ray import console
+
     data, root = smoke_dataset(), Path(tempfile.mkdtemp(prefix="macdiff_smoke_report_"))
+    console.setup(str(root / console.LOG_NAME))  # Ray's internals of the two probes go to ROOT/ray.log
+    console.say(f"--smoke-test: two tiny probes on synthetic data in {root}")
     common = dict(linear_smoke_overrides(), data_dir=data, benchmark="synthetic")
     run_linear_eval(from_dict(LinearEvalConfig, dict(common, random_init=True, preset="tiny",
                                                      output=str(root / "random_tiny"))), quiet=True)
