@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--t-start", dest="t_start", type=int)
     p.add_argument("--aug-ratio", dest="aug_ratio", type=float)
     p.add_argument("--augment-actors", dest="augment_actors", type=int)
+    p.add_argument("--augment-gpu-share", dest="augment_gpu_share", type=float,
+                   help="GPU share per augmentation actor (default: 0.25 if the cluster can have GPUs, else 0)")
     p.add_argument("--aug-condition", dest="aug_condition", choices=("masked", "full"),
                    help="decoder condition of the augmentation: pretraining masks (default) or all tokens (paper)")
     p.add_argument("--recipe", choices=("auto", "paper", "small"), default="auto",

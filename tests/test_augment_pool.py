@@ -108,6 +108,36 @@ def test_pool_replaces_a_killed_actor_without_losing_samples(ray_session, synthe
         aug.shutdown()
 
 
+def test_pool_replaces_a_hung_actor(ray_session, synthetic_prepared, synth_ckpt):
+    """An actor that stops answering (SIGSTOP: alive to Ray, returning nothing) is replaced after
+    ``hang_timeout_s`` and its chunks resent; before issue 13 ``ray.wait`` had no timeout and training hung."""
+    import os
+    import signal
+
+    import ray
+
+    aug = build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", t_start=500, ratio=1.0, num_actors=2,
+                          seed=4, chunk_size=8)
+    try:
+        # long enough for a fresh actor to start and return a chunk on a loaded 2-core box (5 s was not: the
+        # replacements themselves were taken for hung), short enough to keep the test under two minutes
+        aug.pool.hang_timeout_s = 60.0
+        info = aug.pool.actor_info()
+        victim = aug.pool.actors[1]
+        os.kill(info[1]["pid"], signal.SIGSTOP)
+        out = aug.collect(0)
+        assert aug.pool.replacements == 1 and aug.pool.actors[1] is not victim
+        assert out["x"].shape[0] == aug.num_per_epoch
+        np.testing.assert_allclose(out["x"].numpy(), _expected(aug, 0), atol=1e-5)
+        assert info[1]["pid"] not in {i["pid"] for i in aug.pool.actor_info()}
+    finally:
+        try:
+            os.kill(info[1]["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        aug.shutdown()
+
+
 def test_invalid_arguments_raise(ray_session, synthetic_prepared, synth_ckpt):
     from macdiff_ray.config import ConfigError
 

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 # Default GPU share of one actor where GPUs exist: inference of the frozen model is light, and four actors fit
 # on one GPU beside a trainer that asks for a fraction too. Pass gpu_per_actor to change it.
 DEFAULT_GPU_SHARE = 0.25
+# An actor with unfinished chunks that returns none for this long is replaced (AugmentPool.hang_timeout_s). One
+# chunk of 64 samples takes seconds on a GPU and under a minute on one CPU thread for the paper preset; 10 minutes
+# leaves a wide margin and still ends a hang instead of blocking training forever.
+DEFAULT_HANG_TIMEOUT_S = 600.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,12 +318,14 @@ class AugmentPool:
         max_replacements: how many dead actors may be replaced in the pool's life before it gives up (a crash
             that repeats on every fresh actor is a bug, not bad luck).
         condition: the decoder condition of :func:`augment_batch` (``"masked"`` or ``"full"``).
+        hang_timeout_s: an actor that holds unfinished chunks and returns none of them for this long is taken for
+            hung (a stuck CUDA call, a wedged node) and replaced like a dead one; its chunks are resent.
     """
 
     def __init__(self, bundle: Mapping[str, Any], sources: Sources, t_start: int, num_actors: int = 1, *,
                  cpu_per_actor: float = 0.5, gpu_per_actor: Optional[float] = None,
                  num_threads: Optional[int] = None, max_replacements: Optional[int] = None,
-                 condition: str = "masked"):
+                 condition: str = "masked", hang_timeout_s: float = DEFAULT_HANG_TIMEOUT_S):
         import ray
 
         if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
@@ -333,6 +339,10 @@ class AugmentPool:
         if not 0.0 <= self.gpu_per_actor <= 1.0:
             raise ConfigError(f"gpu_per_actor: expected a share in [0, 1], got {gpu_per_actor!r}")
         self.cpu_per_actor = float(cpu_per_actor)
+        if not hang_timeout_s > 0:
+            raise ConfigError(f"hang_timeout_s: expected > 0 seconds, got {hang_timeout_s!r}")
+        self.hang_timeout_s = float(hang_timeout_s)
+        self._progress: dict[int, float] = {}  # slot -> last time its actor started or returned a chunk
         self.num_threads = int(num_threads) if num_threads is not None else max(1, int(math.floor(cpu_per_actor)))
         self.max_replacements = 3 * num_actors if max_replacements is None else int(max_replacements)
         self.t_start = int(t_start)
@@ -347,6 +357,7 @@ class AugmentPool:
             num_cpus=self.cpu_per_actor, num_gpus=self.gpu_per_actor, max_restarts=0, max_task_retries=0
         )
         self.actors = [self._new_actor() for _ in range(num_actors)]
+        self._progress = {slot: time.monotonic() for slot in range(num_actors)}
         self._tasks: list[_Task] = []
         self._next_slot = 0
 
@@ -385,6 +396,7 @@ class AugmentPool:
             pass
         self.replacements += 1
         self.actors[slot] = self._new_actor()
+        self._progress[slot] = time.monotonic()
         for t in self._tasks:
             if t.actor is dead:
                 self._send(t)  # a result it produced before dying is simply recomputed (same seed, same samples)
@@ -398,7 +410,17 @@ class AugmentPool:
         todo = {id(t): t for t in tasks}
         while todo:
             by_ref = {t.ref: t for t in todo.values()}
-            ready, _ = ray.wait(list(by_ref), num_returns=1)
+            busy = {t.slot for t in todo.values()}
+            now = time.monotonic()
+            timeout = max(0.05, min(self._progress[s] + self.hang_timeout_s - now for s in busy)) if busy else None
+            ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout)
+            if not ready:  # no chunk came back in time: replace every actor that has stalled that long
+                now = time.monotonic()
+                for slot in sorted(busy):
+                    if now - self._progress[slot] >= self.hang_timeout_s:
+                        self._replace(slot, self.actors[slot], TimeoutError(
+                            f"no chunk back from the actor of slot {slot} for {self.hang_timeout_s:g} s"))
+                continue
             for ref in ready:
                 t = by_ref[ref]
                 try:
@@ -406,6 +428,7 @@ class AugmentPool:
                 except RayActorError as e:
                     self._replace(t.slot, t.actor, e)  # t was resent; stays in todo
                     continue
+                self._progress[t.slot] = time.monotonic()
                 del todo[id(t)]
                 self._tasks.remove(t)
         return [results[id(t)] for t in tasks]

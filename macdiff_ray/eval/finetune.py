@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from macdiff_ray.config import ConfigError, absolute_paths, replace
 from macdiff_ray.eval.probe import EvalCommon, run_protocol
@@ -46,12 +46,18 @@ class FinetuneConfig(EvalCommon):
     t_start: int = 500
     aug_ratio: float = 0.5
     augment_actors: int = 1
+    # GPU share each augmentation actor reserves (0..1); None: 0.25 where the cluster has or can launch GPUs, else 0.
+    # On 1-GPU nodes whose trainer takes the whole GPU, 0.25 leaves the actors nowhere to go: set 0 (CPU actors) or
+    # give the trainer a fraction.
+    augment_gpu_share: Optional[float] = None
     aug_condition: str = "masked"  # decoder condition of the augmentation: "masked" or "full" (augment.core)
     # augmentation sources: "train" = cropped and rotated afresh per chunk like real batches; "eval" = one centre crop
     aug_source_transform: Literal["train", "eval"] = "train"
 
     def __post_init__(self) -> None:
         self._check_common()
+        if self.augment_gpu_share is not None and not 0.0 <= self.augment_gpu_share <= 1.0:
+            raise ConfigError(f"FinetuneConfig.augment_gpu_share: {self.augment_gpu_share!r} must be in [0, 1]")
         for f in ("lr", "min_lr"):
             if not getattr(self, f) > 0:
                 raise ConfigError(f"FinetuneConfig.{f}: {getattr(self, f)!r} must be > 0")
@@ -103,7 +109,7 @@ def _build_augmenter(cfg: FinetuneConfig, seed: int):
     return build_augmenter(cfg.checkpoint, cfg.data_dir, cfg.benchmark, t_start=cfg.t_start, ratio=cfg.aug_ratio,
                            num_actors=cfg.augment_actors, seed=seed, labeled_fraction=cfg.labeled_fraction,
                            subset_seed=cfg.subset_seed, condition=cfg.aug_condition,
-                           source_transform=cfg.aug_source_transform)
+                           source_transform=cfg.aug_source_transform, gpu_per_actor=cfg.augment_gpu_share)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
