@@ -244,9 +244,13 @@ def _draw(s: dict) -> None:
     from tqdm.auto import tqdm
 
     with _lock:
+        closed = _state.setdefault("closed", set())
+        if s["id"] in closed:  # a state that arrives after its bar's final one (seen: out of order) opens nothing
+            return
         bar = _state["bars"].get(s["id"])
         if bar is None:
             if s.get("done"):
+                closed.add(s["id"])
                 return
             # No rate or ETA of tqdm's own: the driver sees the worker's steps in bursts; the postfix carries
             # the worker's measured throughput.
@@ -261,6 +265,7 @@ def _draw(s: dict) -> None:
         if s.get("done"):
             bar.close()
             del _state["bars"][s["id"]]
+            closed.add(s["id"])
 
 
 def write(text: str) -> None:

@@ -43,6 +43,8 @@ def test_router_sorts_worker_lines(routed, tmp_path, verbose):
     assert list(console._state["bars"]) == ["b1"] and console._state["bars"]["b1"].n == 2
     console._route(_batch(console.PROGRESS + json.dumps(dict(state, n=3, done=True))))
     assert console._state["bars"] == {}
+    console._route(_batch(console.PROGRESS + json.dumps(dict(state, n=3))))  # a late state of a closed bar
+    assert console._state["bars"] == {}
     console.close()
     log = (tmp_path / "ray.log").read_text()
     assert "(SplitCoordinator pid=123) " + plan in log and "epoch 1/2 | loss" not in log
