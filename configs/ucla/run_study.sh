@@ -1,38 +1,16 @@
 #!/usr/bin/env bash
-# The NW-UCLA cross-view study reported in the README (issues 5 and 6), after
+# The learning studies reported in the README (issue 14). Each study is one resumable command; re-run to resume.
 #   python experiments/prepare_data.py --format ucla --input ../shared/data/nw_ucla/all_sqe --output prepared/ucla
-#   python experiments/pretrain.py --config configs/ucla_tiny_pretrain.json
-# Every run writes runs/ucla_eval/<name>/results.json; report.py gathers them.
+#   python experiments/prepare_data.py --format msr  --input ../shared/data/msr_action3d/skeletons --output prepared/msr
+#   python experiments/prepare_data.py --format utk  --input ../shared/data/utkinect_action3d --output prepared/utk
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-E=runs/ucla_eval
-P=configs/ucla/probe.json
-S=configs/ucla/semisup.json
-lin() { python experiments/linear_eval.py --config $P "$@"; }
-# (a) pretrained encoder, frozen; (b) the same preset randomly initialised, frozen; (c) raw coordinates
-lin --checkpoint runs/ucla_tiny --feature pooled    --label "MacDiff tiny, pretrained (pooled)"    --output $E/a_pretrained_pooled
-lin --checkpoint runs/ucla_tiny --feature per_joint --label "MacDiff tiny, pretrained (per-joint)" --output $E/a_pretrained_perjoint
-lin --random-init --preset tiny --feature pooled    --label "tiny, random init (pooled)"    --output $E/b_random_pooled
-lin --random-init --preset tiny --feature per_joint --label "tiny, random init (per-joint)" --output $E/b_random_perjoint
-lin --feature raw --label "raw normalised coordinates" --output $E/c_raw
-# (d) the same encoder trained supervised from scratch; (e) fine-tuned from the pretrained checkpoint
-python experiments/finetune.py --config $S --checkpoint "" --random-init --preset tiny --seeds 0 --batch-size 64 \
-    --label "tiny, supervised from scratch" --output $E/d_scratch
-python experiments/finetune.py --config $S --seeds 0 --batch-size 64 --label "MacDiff tiny, fine-tuned" --output $E/e_finetuned
-python experiments/report.py --runs $E --out $E/table.md
-# Semi-supervised, with and without diffusion augmentation (t_s = 500; lambda as METHOD.md: 0.25 at 10%)
-for frac in 0.1 0.05; do
-  ratio=$([ "$frac" = "0.1" ] && echo 0.25 || echo 0.5)
-  python experiments/finetune.py --config $S --labeled-fraction $frac --label "semi $frac, no aug" --output $E/semi_${frac}_noaug
-  python experiments/finetune.py --config $S --labeled-fraction $frac --augment --t-start 500 --aug-ratio $ratio \
-      --augment-actors 1 --label "semi $frac, aug t500 L$ratio" --output $E/semi_${frac}_aug
-done
-python experiments/report.py --runs $E --out $E/table.md
-# The tau sweep (issue 7): tau in {-1, 0, 1}, tiny preset, kNN proxy
-python experiments/sweep.py --space configs/sweeps/tau.yaml --data prepared/ucla --output runs/sweep_tau
-# Generative tasks (issue 8): reconstruction of occluded motion and unconditional generation on the test split;
-# features for FID/KID/precision/recall from the fine-tuned classifier (e_finetuned)
-python experiments/generate.py reconstruct --checkpoint runs/ucla_tiny --data prepared/ucla --benchmark ucla-xview \
-    --split test --num-samples 128 --steps 25 --workers 2 --output runs/gen_rec_ucla
-python experiments/generate.py sample --checkpoint runs/ucla_tiny --classifier $E/e_finetuned/seed_0 --data prepared/ucla \
-    --benchmark ucla-xview --num-samples 464 --steps 25 --workers 2 --output runs/gen_sample_ucla
+# NW-UCLA: 32 frames (median sequence 30), tiny preset, 57-minute pretraining budget (configs/ucla_tiny32_pretrain.json)
+python experiments/pretrain.py --config configs/ucla_tiny32_pretrain.json
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32 --num-frames 32 \
+    --seeds 0 1 2 --finetune-epochs 50 --output runs/study_ucla
+# MSR Action3D and UTKinect: the probe rows, pretraining inside the study (frame count from the data's lengths)
+python experiments/study.py --data prepared/msr --benchmark msr-xsub --budget-minutes 20 --seeds 0 1 2 3 4 \
+    --rows probe probe_pooled probe_random probe_raw knn nn_raw --output runs/study_msr
+python experiments/study.py --data prepared/utk --benchmark utk-xsub --budget-minutes 15 --seeds 0 1 2 3 4 \
+    --rows probe probe_pooled probe_random probe_raw knn nn_raw --output runs/study_utk
