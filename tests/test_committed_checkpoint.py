@@ -44,3 +44,18 @@ def test_snapshot_naming_a_missing_folder_falls_back(tmp_path):
     (run / "checkpoints" / ckpt_lib.RAY_SNAPSHOT_FILE).write_text("{not json")
     assert ckpt_lib.committed_checkpoint_name(run / "checkpoints") is None
     assert ckpt_lib.find_latest_checkpoint(run).name == "epoch_00001"
+
+
+def test_checkpoint_uri_gives_the_scheme_back():
+    """results.json names checkpoints as --checkpoint accepts them: Ray's Checkpoint.path on S3 has no scheme."""
+    import types
+
+    import pyarrow.fs as pafs
+
+    from macdiff_ray.train.pretrain import checkpoint_uri
+
+    s3 = types.SimpleNamespace(path="bucket/run/checkpoints/epoch_00002",
+                               filesystem=pafs.S3FileSystem(region="us-east-1"))
+    assert checkpoint_uri(s3) == "s3://bucket/run/checkpoints/epoch_00002"
+    local = types.SimpleNamespace(path="/r/checkpoints/epoch_00001", filesystem=pafs.LocalFileSystem())
+    assert checkpoint_uri(local) == "/r/checkpoints/epoch_00001"

@@ -134,6 +134,15 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def checkpoint_uri(checkpoint: Any) -> str:
+    """A Ray ``Checkpoint``'s location as a path or URI that ``--checkpoint`` accepts: Ray gives the path inside
+    its filesystem (``bucket/run/checkpoints/epoch_00002`` on S3), so a non-local filesystem gets its scheme back."""
+    path = str(checkpoint.path)
+    fs = getattr(checkpoint, "filesystem", None)
+    scheme = getattr(fs, "type_name", "local") if fs is not None else "local"
+    return path if scheme == "local" or "://" in path else f"{scheme}://{path}"
+
+
 def _preemption_pending() -> bool:
     """Ray Train V2's preemption notice (``ray.train.get_preemption_info()``: a barrier, so every rank calls it
     once per epoch). False where this Ray has no such call."""
@@ -205,7 +214,7 @@ def train_func(config: dict) -> dict:
             lr_schedule = BudgetCosine(cfg.effective_lr, cfg.min_lr, warmup_steps, float(clock["budget_s"]),
                                        spent_s=float(clock["spent_s"]), warmup_end_s=clock.get("warmup_end_s"))
     attempts.append({"attempt": len(attempts) + 1, "start_epoch": start_epoch,
-                     "from_checkpoint": getattr(restored, "path", None) if restored is not None else None,
+                     "from_checkpoint": checkpoint_uri(restored) if restored is not None else None,
                      "started_unix": time.time()})
 
     wrapper = DiffusionLoss(net, make_schedule(cfg.diffusion)).to_device(device)
@@ -483,7 +492,7 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
         "resumed": bool(resumes),
         "resumed_from": [{"attempt": a["attempt"], "epoch": a["start_epoch"], "checkpoint": a["from_checkpoint"]}
                          for a in resumes],
-        "checkpoint": result.checkpoint.path if result.checkpoint is not None else None,
+        "checkpoint": checkpoint_uri(result.checkpoint) if result.checkpoint is not None else None,
         "mlflow": ({"run_id": summary.get("mlflow_run_id"), "tracking_uri": resolve_uri(cfg.tracking, cfg.output),
                     "experiment": cfg.tracking.experiment} if cfg.tracking.mlflow else None),
         "history": history,
