@@ -286,9 +286,12 @@ def run_study(cfg: StudyConfig) -> dict:
     seeds = list(cfg.seeds)
     results: list[tuple[str, dict]] = []
 
+    budget = (pre.get("config") or {}).get("budget_minutes") if cfg.pretrained else cfg.budget_minutes
     header = (f"### {info['dataset']} / {cfg.benchmark}: preset {cfg.preset}, {num_frames} frames, pretraining "
               f"{pre.get('final_epoch')} epochs in {(pre.get('wall_time_s') or 0) / 60:.1f} min "
-              f"(budget {cfg.budget_minutes:g} min), final loss {pre.get('final_loss') or float('nan'):.4f}")
+              f"(budget {budget if budget is not None else 'none'} min"
+              f"{', run ' + cfg.pretrained if cfg.pretrained else ''}), "
+              f"final loss {pre.get('final_loss') or float('nan'):.4f}")
 
     def row(label: str, res: dict) -> None:
         results.append((label, res))
