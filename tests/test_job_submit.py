@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,21 +25,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from sim_cluster import free_ports  # n distinct free TCP ports (tests/sim_cluster.py)
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.job_submit]
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports (all held open while choosing, so they differ)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 # Every fixed default port of a Ray node (GCS 6379, dashboard 8265, agent 52365, client 10001, ...): another Ray on
@@ -100,7 +88,7 @@ def test_readme_steps_run_under_default_token_auth(tmp_path):
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert (home / ".ray" / "auth_token").is_file()
     token_env = dict(env, RAY_AUTH_MODE="token")  # `export RAY_AUTH_MODE=token`
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
+    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
     address = f"http://127.0.0.1:{ports['--dashboard-port']}"
     run_dir = tmp_path / "run"
     head = subprocess.Popen(
