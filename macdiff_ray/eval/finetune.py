@@ -144,6 +144,14 @@ def recipe_values(recipe: str, num_train: int) -> dict:
 KEYS = ("top1_last", "top1_best", "top5_last", "top5_best")
 
 
+def seed_means(runs: list[dict]) -> dict:
+    """``{k: mean, k_std: sample std}`` over the runs of several seeds, for every accuracy key of :data:`KEYS`."""
+    out = {}
+    for k in KEYS:
+        out[k], out[f"{k}_std"] = mean_std([r[k] for r in runs])
+    return out
+
+
 def _run_one(cfg: FinetuneConfig, seed: int, augmenter: Any, quiet: bool) -> dict:
     """One fine-tuning run. An augmenter built here (``cfg.augment`` and none given) is shut down afterwards: its
     actors hold CPUs for as long as they live (a sweep's next trial, or the next seed, would wait for them)."""
@@ -170,9 +178,7 @@ def run_finetune(cfg: FinetuneConfig, *, augmenter: Any = None, quiet: bool = Fa
         runs.append(_run_one(sub, s, augmenter, quiet))
     out = dict(runs[0])
     out.pop("history", None)
-    for k in KEYS:
-        m, sd = mean_std([r[k] for r in runs])
-        out[k], out[f"{k}_std"] = m, sd
+    out.update(seed_means(runs))
     out.update(seeds=seeds, num_seeds=len(seeds), per_seed={str(s): {k: r[k] for k in KEYS} for s, r in zip(seeds, runs)},
                wall_time_s=sum(r["wall_time_s"] for r in runs), config=dict(runs[0]["config"], seeds=seeds,
                                                                             output=cfg.output, seed=cfg.seed),

@@ -115,7 +115,7 @@ def _eval_common(cfg: StudyConfig, num_frames: int) -> dict:
 
 def _seeded_probe(cfg: StudyConfig, name: str, num_frames: int, seeds, **kw) -> dict:
     """A linear probe over ``seeds``: ``OUT/seed_<s>`` each, mean ± std in ``OUT/results.json``."""
-    from macdiff_ray.eval.finetune import KEYS, mean_std
+    from macdiff_ray.eval.finetune import seed_means
     from macdiff_ray.eval.probe import LinearEvalConfig, run_linear_eval
 
     out = _row_dir(cfg, name)
@@ -129,8 +129,7 @@ def _seeded_probe(cfg: StudyConfig, name: str, num_frames: int, seeds, **kw) -> 
                 seed=s, output=sub, **kw)), quiet=True)))
         res = {"protocol": "linear", "label": runs[0]["label"], "seeds": list(seeds), "num_seeds": len(runs),
                "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in runs)}
-        for k in KEYS:
-            res[k], res[f"{k}_std"] = mean_std([r[k] for r in runs])
+        res.update(seed_means(runs))
         write_json(join(out, "results.json"), res)
         return res
 
