@@ -1,13 +1,16 @@
 """Pretrain MacDiff on Ray Train.
 
-    python experiments/pretrain.py --data DIR --benchmark NAME --preset P --output RUN_DIR \
+    python experiments/pretrain.py --data DIR --benchmark NAME --preset P [--method M] --output RUN_DIR \
         [--num-workers N] [--use-gpu auto|yes|no] [--epochs E] [--batch-size B] [--lr LR] [--config F] [--smoke-test]
 
 ``--config F`` (JSON/YAML, the format sweeps write: PretrainConfig keys, nested ``diffusion``) is read first;
 flags given on the command line override it; unknown keys are errors. Re-running the same command with the same
 ``--output`` resumes from the newest checkpoint. Without RAY_ADDRESS a local Ray is started; with it (or under
 ``ray job submit``) the cluster is joined. ``--smoke-test``: tiny preset, synthetic data in a temp dir when
-``--data`` is absent, 2 short epochs.
+``--data`` is absent, 2 short epochs. ``--method`` pretrains a baseline of the paper's tables with the same code:
+``ddim`` (the decoder alone, unconditional, eps), ``mdm`` (the same, x0), ``mdm_orig`` (mdm with temporal-only
+attention), ``mae`` (coordinates of masked tokens, no diffusion), ``mamp`` (motion of masked tokens, motion-aware
+masking, no diffusion); default ``macdiff``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from macdiff_ray.cli import (  # noqa: E402
     add_console_flags, merge_values, mlflow_line, parser, smoke_dataset, start_console,
 )
 from macdiff_ray.config import ConfigError, from_dict  # noqa: E402
+from macdiff_ray.model.config import METHOD_PRESETS  # noqa: E402
 from macdiff_ray.train import PretrainConfig, run_pretrain, smoke_overrides  # noqa: E402
 from macdiff_ray.train.tracking import add_flags as add_tracking_flags  # noqa: E402
 
@@ -39,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", dest="data_dir", help="prepared dataset directory")
     p.add_argument("--benchmark", help="benchmark name, e.g. ucla-xview, ntu60-xsub")
     p.add_argument("--preset", choices=("paper", "small", "tiny"))
+    p.add_argument("--method", choices=METHOD_PRESETS,
+                   help="objective: macdiff (default) or a baseline preset of the same code (ddim, mdm, mdm_orig, "
+                        "mae, mamp)")
     p.add_argument("--output", help="run directory (or s3:// URI); re-use it to resume")
     p.add_argument("--num-workers", dest="num_workers", type=int)
     p.add_argument("--use-gpu", dest="use_gpu", choices=("auto", "yes", "no"))

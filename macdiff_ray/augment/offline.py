@@ -184,8 +184,10 @@ def save_random_checkpoint(
     preset: str = "tiny",
     num_frames: int = 16,
     seed: int = 0,
+    method: str = "macdiff",
 ) -> Path:
-    """Save an UNTRAINED (randomly initialised) MacDiff as a pretraining checkpoint fitting ``data_dir``.
+    """Save an UNTRAINED (randomly initialised) MacDiff (or ``method`` baseline, ``METHOD_PRESETS``) as a
+    pretraining checkpoint fitting ``data_dir``.
 
     For smoke tests and throughput benchmarks only (no pretraining run needed): its augmentations are not
     meaningful samples. The checkpoint records the dataset's layout and ``benchmark`` stats like a real one.
@@ -195,18 +197,19 @@ def save_random_checkpoint(
     from macdiff_ray.config import to_dict
     from macdiff_ray.data.manifest import load_manifest
     from macdiff_ray.diffusion import DiffusionConfig
-    from macdiff_ray.model import MacDiff, model_preset
+    from macdiff_ray.model import MacDiff, method_overrides, model_preset
     from macdiff_ray.train.checkpoint import build_state, save_checkpoint
 
     manifest = load_manifest(data_dir)
     if benchmark not in manifest["stats"]:
         raise ValueError(f"{data_dir}/manifest.json: no stats for benchmark {benchmark!r}")
     torch.manual_seed(seed)
-    cfg = model_preset(preset, num_joints=int(manifest["num_joints"]), num_frames=num_frames)
+    cfg = model_preset(preset, num_joints=int(manifest["num_joints"]), num_frames=num_frames,
+                       **method_overrides(method))
     model = MacDiff(cfg)
     state = build_state(
         model, None, None, epoch=0, step=0,
-        config={"preset": preset, "num_frames": num_frames, "diffusion": to_dict(DiffusionConfig()),
+        config={"preset": preset, "method": method, "num_frames": num_frames, "diffusion": to_dict(DiffusionConfig()),
                 "note": "randomly initialised, untrained (save_random_checkpoint)"},
         model_config=cfg,
         data={"dataset": manifest["dataset"], "benchmark": benchmark, "layout": manifest["layout"],

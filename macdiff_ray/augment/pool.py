@@ -167,6 +167,17 @@ def load_sources(
 # ----------------------------------------------------------------------------------------------------------------
 # The frozen model
 # ----------------------------------------------------------------------------------------------------------------
+def require_macdiff(ckpt: Mapping[str, Any], where: Any = "checkpoint") -> None:
+    """Diffusion augmentation needs MacDiff's conditional decoder: refuse a baseline checkpoint (ddim/mdm have no
+    condition, mae/mamp no diffusion)."""
+    from macdiff_ray.train.checkpoint import checkpoint_method
+
+    method = checkpoint_method(ckpt)
+    if method != "macdiff":
+        raise ConfigError(f"{where}: method {method!r}; diffusion augmentation needs a MacDiff checkpoint (a decoder "
+                          "conditioned on the encoder's representation)")
+
+
 def model_bundle(ckpt: Mapping[str, Any], diffusion: Optional[Mapping[str, Any]] = None) -> dict:
     """What an actor needs to rebuild the frozen model: ``{model, model_config, diffusion, stats}``.
 
@@ -567,6 +578,7 @@ def build_augmenter(
     ckpt = load_checkpoint(checkpoint)
     manifest = load_manifest(data_dir)
     check_compatible(ckpt, None, manifest["layout"])
+    require_macdiff(ckpt, checkpoint)
     bundle = model_bundle(ckpt, diffusion)
     from macdiff_ray.diffusion import DiffusionConfig
 

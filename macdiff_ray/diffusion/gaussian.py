@@ -78,15 +78,22 @@ def training_loss(
     if pred.shape != x0.shape:
         raise ValueError(f"model_fn returned shape {tuple(pred.shape)}, expected {tuple(x0.shape)}")
     goal = noise if target == "eps" else x0  # (N, ...)
+    per_sample = weighted_mse(pred, goal, weight)  # (N,)
+    return {"loss": per_sample.mean(), "per_sample": per_sample, "pred": pred, "x_t": x_t}
+
+
+def weighted_mse(pred: torch.Tensor, goal: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-sample mean squared error (N,) of pred against goal (both (N, ...)), in at least float32.
+
+    ``weight``: optional non-negative mask broadcastable to them; a sample's error is then the weighted mean (a
+    sample with zero weight gives 0)."""
     dt = torch.promote_types(goal.dtype, torch.float32)
     err = (pred.to(dt) - goal.to(dt)).pow(2)  # (N, ...)
     n = err.shape[0]
     if weight is None:
-        per_sample = err.reshape(n, -1).mean(dim=1)  # (N,)
-    else:
-        w = torch.broadcast_to(weight.to(dt), err.shape).reshape(n, -1)  # (N, P)
-        per_sample = (err.reshape(n, -1) * w).sum(dim=1) / w.sum(dim=1).clamp_min(1e-12)  # (N,)
-    return {"loss": per_sample.mean(), "per_sample": per_sample, "pred": pred, "x_t": x_t}
+        return err.reshape(n, -1).mean(dim=1)  # (N,)
+    w = torch.broadcast_to(weight.to(dt), err.shape).reshape(n, -1)  # (N, P)
+    return (err.reshape(n, -1) * w).sum(dim=1) / w.sum(dim=1).clamp_min(1e-12)  # (N,)
 
 
 def _predict(

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from macdiff_ray.config import ConfigError
+from macdiff_ray.model.config import ENCODER_METHODS
 
 
 def encode_persons(encoder: Optional[nn.Module], x: torch.Tensor, person_valid: torch.Tensor, kind: str) -> torch.Tensor:
@@ -71,6 +72,13 @@ def build_encoder(
 
         state = load_checkpoint(checkpoint)
     if state is not None:
+        from macdiff_ray.train.checkpoint import checkpoint_method
+
+        method = checkpoint_method(state)
+        if method not in ENCODER_METHODS:
+            raise ConfigError(f"checkpoint {checkpoint or '(given state)'}: method {method!r} is a decoder-only "
+                              f"diffusion model with no encoder to probe or fine-tune; evaluation needs a checkpoint "
+                              f"of one of {list(ENCODER_METHODS)}")
         mc = dict(state["model_config"])
         mc["drop_path"] = drop_path
         mc["use_compile"] = False

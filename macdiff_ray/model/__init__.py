@@ -1,8 +1,12 @@
-"""MacDiff model: config and presets, encoder, AdaLN diffusion decoder, the pretraining wrapper."""
+"""MacDiff model: config and presets (size and method), masking strategies, encoder, AdaLN diffusion decoder, the
+pretraining wrapper."""
 
-from macdiff_ray.model.config import PRESETS, ModelConfig, model_preset
+from macdiff_ray.model.config import (
+    METHOD_PRESETS, METHODS, PRESETS, ModelConfig, method_overrides, model_preset,
+)
 from macdiff_ray.model.decoder import DiffusionDecoder
-from macdiff_ray.model.encoder import SkeletonEncoder, mask_from_ids, random_masking
+from macdiff_ray.model.encoder import SkeletonEncoder, mask_from_ids
+from macdiff_ray.model.masking import MASKINGS, mask_tokens, num_kept, random_masking
 from macdiff_ray.model.layers import initialize_weights, patchify, unpatchify
 from macdiff_ray.model.macdiff import Condition, MacDiff, count_parameters, encoder_state_dict, token_uniformity
 
@@ -10,6 +14,12 @@ __all__ = [
     "ModelConfig",
     "PRESETS",
     "model_preset",
+    "METHODS",
+    "METHOD_PRESETS",
+    "method_overrides",
+    "MASKINGS",
+    "mask_tokens",
+    "num_kept",
     "SkeletonEncoder",
     "DiffusionDecoder",
     "MacDiff",

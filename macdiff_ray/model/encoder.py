@@ -1,4 +1,6 @@
-"""The semantic encoder: patch embedding, factorised positions, random masking, pre-LN Transformer, final LN.
+"""The semantic encoder: patch embedding, factorised positions, masking, pre-LN Transformer, final LN.
+
+The masking strategy is ``ModelConfig.masking`` (:mod:`macdiff_ray.model.masking`; random by default).
 
 Mask convention (MAE): ``ids_shuffle = argsort(noise)``; the first K of the shuffle are KEPT (visible);
 ``ids_restore = argsort(ids_shuffle)`` puts a shuffled sequence back in token order; ``mask`` is True where a
@@ -14,6 +16,9 @@ from torch import nn
 
 from macdiff_ray.model.config import ModelConfig
 from macdiff_ray.model.layers import Block, FactorisedPosEmbed, PatchEmbed, initialize_weights
+from macdiff_ray.model.masking import mask_tokens, random_masking
+
+__all__ = ["SkeletonEncoder", "check_input", "mask_from_ids", "random_masking"]
 
 
 def check_input(x: torch.Tensor, cfg: ModelConfig, name: str = "x") -> None:
@@ -24,16 +29,6 @@ def check_input(x: torch.Tensor, cfg: ModelConfig, name: str = "x") -> None:
             f"{name}: expected shape (N, {want[0]}, {want[1]}, {want[2]}) = (N, T, V, C) from ModelConfig, "
             f"got {tuple(x.shape)}"
         )
-
-
-def random_masking(
-    n: int, num_tokens: int, num_keep: int, device: torch.device, generator: Optional[torch.Generator] = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample random shuffle (argsort of uniform noise): (ids_keep (N, K), ids_restore (N, L)), int64."""
-    noise = torch.rand(n, num_tokens, device=device, generator=generator)  # (N, L)
-    ids_shuffle = torch.argsort(noise, dim=1)  # (N, L): small noise first = kept
-    ids_restore = torch.argsort(ids_shuffle, dim=1)  # (N, L)
-    return ids_shuffle[:, :num_keep], ids_restore  # (N, K), (N, L)
 
 
 def mask_from_ids(ids_restore: torch.Tensor, num_keep: int) -> torch.Tensor:
@@ -78,14 +73,17 @@ class SkeletonEncoder(nn.Module):
     def forward_masked(
         self, x: torch.Tensor, generator: Optional[torch.Generator] = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encode a random K-token subset per sample.
+        """Encode a K-token subset per sample, drawn by the config's masking strategy (K = ``cfg.num_visible``).
 
         x: (N, T, V, C). Returns z_local (N, K, D) (the visible tokens' outputs, in shuffle order),
         ids_keep (N, K) and ids_restore (N, L) (int64; see the module docstring for the convention).
         """
         tok = self.embed(x)  # (N, L, D)
-        n, l, d = tok.shape
-        ids_keep, ids_restore = random_masking(n, l, self.cfg.num_visible, tok.device, generator)  # (N, K), (N, L)
+        d = tok.shape[-1]
+        cfg = self.cfg
+        ids_keep, ids_restore = mask_tokens(cfg.masking, x, patch_len=cfg.patch_len, num_joints=cfg.num_joints,
+                                            ratio=cfg.mask_ratio, temperature=cfg.motion_temperature,
+                                            generator=generator)  # (N, K), (N, L)
         vis = torch.gather(tok, 1, ids_keep[:, :, None].expand(-1, -1, d))  # (N, K, D)
         return self._run(vis), ids_keep, ids_restore  # (N, K, D), (N, K), (N, L)
 

@@ -174,14 +174,15 @@ class DecoderBlock(nn.Module):
     which makes a dropped z zero out the block input at initialisation.)
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, cond_dim: int, time_dim: int):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, cond_dim: Optional[int], time_dim: int):
         super().__init__()
         self.dim = dim
         self.attn = Attention(dim, heads)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        # One linear each for both AdaLNs: outputs [ts1, tb1, ts2, tb2] and [zs1, zb1, zs2, zb2].
+        # One linear each for both AdaLNs: outputs [ts1, tb1, ts2, tb2] and [zs1, zb1, zs2, zb2]. cond_dim None: an
+        # unconditional decoder (no encoder: ddim, mdm), whose z-modulation is the identity (z_s = 1, z_b = 0).
         self.t_mod = nn.Linear(time_dim, 4 * dim)
-        self.z_mod = nn.Linear(cond_dim, 4 * dim)
+        self.z_mod = nn.Linear(cond_dim, 4 * dim) if cond_dim is not None else None
 
     def modulation(
         self, temb: torch.Tensor, z: Optional[torch.Tensor], z_index: Optional[torch.Tensor]
@@ -195,6 +196,10 @@ class DecoderBlock(nn.Module):
         """
         n, d = temb.shape[0], self.dim
         ts1, tb1, ts2, tb2 = self.t_mod(temb)[:, None, :].chunk(4, dim=-1)  # 4 x (N, 1, D)
+        if self.z_mod is None:
+            if z is not None:
+                raise ValueError("z: this decoder is unconditional (built without a condition width)")
+            return ts1 + 1, tb1, ts2 + 1, tb2  # 4 x (N, 1, D)
         if z is None:
             zm = self.z_mod.bias.expand(n, 1, 4 * d)  # (N, 1, 4D): z = 0
         else:
@@ -243,7 +248,7 @@ def initialize_weights(module: nn.Module) -> None:
             nn.init.trunc_normal_(m.temporal, std=POS_INIT_STD, a=-2 * POS_INIT_STD, b=2 * POS_INIT_STD)
             nn.init.trunc_normal_(m.joint, std=POS_INIT_STD, a=-2 * POS_INIT_STD, b=2 * POS_INIT_STD)
         elif isinstance(m, DecoderBlock):
-            for lin in (m.t_mod, m.z_mod):
+            for lin in (m.t_mod, m.z_mod) if m.z_mod is not None else (m.t_mod,):
                 nn.init.normal_(lin.weight, std=MOD_INIT_STD)
                 nn.init.zeros_(lin.bias)
         elif isinstance(m, TimestepEmbedder):

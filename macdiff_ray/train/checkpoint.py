@@ -43,7 +43,20 @@ RUNTIME_MODEL_KEYS = frozenset({"use_compile"})
 # Keys that shape the weights (what `architecture_only=True` compares: probes/fine-tuning may change the rest).
 ARCHITECTURE_MODEL_KEYS = frozenset({"num_frames", "patch_len", "num_joints", "channels", "width", "enc_depth",
                                      "enc_heads", "dec_width", "dec_depth", "dec_heads", "mlp_ratio",
-                                     "time_embed_dim"})
+                                     "time_embed_dim", "method", "dec_tokens"})
+# ModelConfig keys added after checkpoints were first written, with the value every older checkpoint had: a
+# checkpoint without one of them is read as having that value (MacDiff with random masking).
+LEGACY_MODEL_DEFAULTS = {"masking": "random", "motion_temperature": 0.75, "method": "macdiff", "dec_tokens": "joint"}
+
+
+def checkpoint_model_config(ckpt: Mapping[str, Any]) -> dict:
+    """The checkpoint's ``model_config`` dict with :data:`LEGACY_MODEL_DEFAULTS` filled in where it predates them."""
+    return {**LEGACY_MODEL_DEFAULTS, **dict(ckpt.get("model_config") or {})}
+
+
+def checkpoint_method(ckpt: Mapping[str, Any]) -> str:
+    """The pretraining method that made the checkpoint (``macdiff``, ``ddim``, ``mdm``, ``mae``, ``mamp``)."""
+    return str(checkpoint_model_config(ckpt)["method"])
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -155,6 +168,8 @@ def save_checkpoint(state: Mapping[str, Any], directory: str | os.PathLike) -> P
         "dataset": state["data"].get("dataset"),
         "benchmark": state["data"].get("benchmark"),
         "layout": (state["data"].get("layout") or {}).get("name"),
+        "method": (state["model_config"] or {}).get("method", "macdiff") if isinstance(state["model_config"], Mapping)
+        else None,
         "code_version": state["code_version"],
     }
     (d / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -337,7 +352,7 @@ def check_compatible(
     """
     problems = []
     if model_config is not None:
-        want, have = _plain(model_config), ckpt.get("model_config") or {}
+        want, have = _plain(model_config), checkpoint_model_config(ckpt)
         keys = (set(want) | set(have)) - RUNTIME_MODEL_KEYS
         if architecture_only:
             keys &= ARCHITECTURE_MODEL_KEYS

@@ -32,6 +32,9 @@ class PretrainConfig:
     persons: Literal["first", "all"] = "first"  # "first": actor 1 only (released code); "all": every valid person
     # --- model / diffusion ---
     preset: Literal["paper", "small", "tiny"] = "paper"
+    # the objective: MacDiff or a baseline preset of the same code (macdiff_ray.model.config METHOD_PRESETS:
+    # macdiff, ddim, mdm, mdm_orig, mae, mamp); applied over `preset`, under `model_overrides`
+    method: Literal["macdiff", "ddim", "mdm", "mdm_orig", "mae", "mamp"] = "macdiff"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields replacing the preset's
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     # --- optimisation (METHOD.md "Training") ---
@@ -45,8 +48,18 @@ class PretrainConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: Optional[float] = None  # max global grad norm; None = no clipping (norm is still logged)
-    amp: bool = True  # autocast on GPU only (CPU runs in float32)
+    amp: bool = True  # autocast on GPU (amp_dtype); the CPU follows cpu_precision
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # float16 adds a GradScaler
+    # CPU training precision: "bf16" = bfloat16 autocast of the forward pass (AVX512-BF16/AMX kernels; the weights,
+    # optimiser and loss stay float32). The default stays fp32 until measurements decide (issue 16).
+    cpu_precision: Literal["fp32", "bf16"] = "fp32"
+    # Steps between host reads of the per-step loss record (train.loop.train_epoch reads it once every log_every
+    # steps and at the end of the epoch instead of syncing on every step; the NaN check runs at each read).
+    log_every: int = 10
+    # Where the training transforms run: "cpu" = Ray Data map_batches (numpy); "train" = Ray Data only decodes the
+    # Parquet columns and the crop/resize, rotation, noise and normalisation run batched on the training device
+    # (macdiff_ray.data.device_transforms), after iter_torch.
+    transform_device: Literal["cpu", "train"] = "cpu"
     compile: bool = False  # torch.compile the Transformer blocks (sets ModelConfig.use_compile)
     max_steps_per_epoch: Optional[int] = None  # cap on optimiser steps per epoch (smoke tests, benchmarks)
     validate_every: int = 0  # epochs between validation-loss passes on the test split; 0 = never
@@ -80,7 +93,7 @@ class PretrainConfig:
             return ConfigError(f"PretrainConfig.{name}: {getattr(self, name)!r} {why}")
 
         for name in ("epochs", "batch_size", "num_frames", "num_workers", "lr_reference_batch",
-                     "checkpoint_every", "keep_checkpoints", "val_max_batches"):
+                     "checkpoint_every", "keep_checkpoints", "val_max_batches", "log_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         for name in ("lr", "min_lr"):
@@ -157,8 +170,9 @@ def steps_per_epoch(cfg: PretrainConfig, num_train_samples: int) -> int:
 
 
 def resolve_model_config(cfg: PretrainConfig, num_joints: int):
-    """The ModelConfig of this run: the preset for the dataset's joints/frames, then ``model_overrides``."""
-    from macdiff_ray.model import ModelConfig, model_preset
+    """The ModelConfig of this run: the size preset for the dataset's joints/frames, then the method preset's
+    settings (``method_overrides(cfg.method)``), then ``model_overrides``."""
+    from macdiff_ray.model import ModelConfig, method_overrides, model_preset
 
     base = to_dict(model_preset(cfg.preset, num_joints=num_joints, num_frames=cfg.num_frames))
     unknown = sorted(set(cfg.model_overrides) - set(base))
@@ -166,6 +180,10 @@ def resolve_model_config(cfg: PretrainConfig, num_joints: int):
         raise ConfigError(
             f"PretrainConfig.model_overrides: unknown ModelConfig key(s) {unknown}; valid keys are {sorted(base)}"
         )
+    if "method" in cfg.model_overrides:
+        raise ConfigError("PretrainConfig.model_overrides: 'method' is chosen by PretrainConfig.method (--method), "
+                          "which also sets the method's other settings")
+    base.update(method_overrides(cfg.method))
     base.update(cfg.model_overrides)
     if "use_compile" in base:  # compilation is a run setting (PretrainConfig.compile), not part of the weights
         base["use_compile"] = cfg.compile
@@ -192,5 +210,7 @@ RESUMABLE_CHANGES = frozenset(
         "epochs", "num_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "keep_checkpoints",
         "max_failures", "max_steps_per_epoch", "validate_every", "budget_minutes", "val_max_batches", "data_dir", "output",
         "compile", "smoke_test", "fail_at_epoch", "fail_rank", "fail_once_marker", "tracking",
+        # speed settings: same model, same data distribution
+        "cpu_precision", "log_every", "transform_device",
     }
 )
