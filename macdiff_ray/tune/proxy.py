@@ -83,6 +83,10 @@ class KnnProxy:
         """kNN top-1 accuracy in [0, 1] (the encoder's train/eval mode is restored afterwards)."""
         from macdiff_ray.eval.knn import knn_scores
 
+        if encoder is None:
+            raise ValueError("kNN proxy: this model has no encoder (a decoder-only method: ddim, mdm); sweep it on "
+                             "another metric (tune.metric: loss)")
+
         was_training = encoder.training
         encoder.eval()
         try:
@@ -100,3 +104,20 @@ class KnnProxy:
         t0 = time.perf_counter()
         top1 = self.evaluate(net.encoder, device)
         return {"knn_top1": top1, "knn_time_s": time.perf_counter() - t0}
+
+
+class ProxyMetrics:
+    """The proxy as per-epoch metrics: measured on its epochs (and at the first call, so that ASHA always has a
+    value), the last value carried forward (with ``knn_epoch``, the epoch it was measured at) on the others.
+    ``__call__(net, epoch, device) -> {"knn_top1", "knn_time_s", "knn_epoch"}``."""
+
+    def __init__(self, proxy: KnnProxy):
+        self.proxy = proxy
+        self.last: dict = {}
+
+    def __call__(self, net: torch.nn.Module, epoch: int, device: torch.device) -> dict:
+        if self.proxy.due(epoch) or not self.last:
+            t0 = time.perf_counter()
+            top1 = self.proxy.evaluate(net.encoder, device)
+            self.last = {"knn_top1": top1, "knn_time_s": time.perf_counter() - t0, "knn_epoch": epoch}
+        return dict(self.last)
