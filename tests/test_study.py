@@ -59,3 +59,16 @@ def test_study_smoke_produces_every_row(ray_session, synthetic_prepared, tmp_pat
     again = run_study(cfg)
     assert [r["row"] for r in again["rows"]] == names
     assert [r["top1_last"] for r in again["rows"]] == [r["top1_last"] for r in res["rows"]]
+
+
+def test_fit_batch_keeps_steps_per_epoch_on_small_splits():
+    from macdiff_ray.eval.study import fit_batch
+
+    assert fit_batch(1020) == 64  # NW-UCLA: 15 steps
+    assert fit_batch(100) == 8  # UTKinect: 12 steps, not one step of 64
+    assert fit_batch(280) == 32
+    assert fit_batch(102) == 8  # 10% of NW-UCLA
+    assert fit_batch(20) == 8  # floor
+    for n in (64, 100, 500, 5000):
+        b = fit_batch(n)
+        assert b in (8, 16, 32, 64) and (n // b >= 8 or b == 8)
