@@ -3,8 +3,10 @@
 Two layers:
 1. Ray's own JSON schema (``ray/autoscaler/ray-schema.json`` of the installed Ray) through ``jsonschema``, plus
    Ray's ``prepare_config``/``validate_config`` (defaults merged, setup commands merged, min/max workers).
-2. ``check_cluster_config``: the project's structural rules (no Ray port reachable from the internet, CPU-only
-   head, GPU workers scale from zero, the project is installed on every node, token auth, S3 storage).
+2. ``check_cluster_config``: the project's structural rules (no Ray port reachable from the internet, a head that
+   takes no training work but hosts the sweeps' trial launchers, GPU workers scale from zero, every node runs the
+   project's node image with nothing installed at boot, token auth, S3 storage). The node image itself
+   (docker/Dockerfile against pyproject.toml) is checked in tests/test_node_image.py.
    Each rule is shown to fire on a mutated copy of the real file, so the checker cannot pass vacuously.
 """
 
@@ -21,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from macdiff_ray.train.resources import LAUNCHER_RESOURCE
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
 
@@ -28,6 +32,13 @@ CLUSTER_YAML = REPO / "cluster.yaml"
 RAY_PORTS = (6379, 8265, 10001, 8076, 52365)
 SSH_PORT = 22
 LOCAL_DASHBOARD_HOSTS = ("127.0.0.1", "localhost", "::1")
+IMAGE_REPOSITORY = "macdiff-ray"  # docker/Dockerfile's image, tagged cpu-VERSION / gpu-VERSION
+
+
+def _project_version() -> str:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,25 +92,35 @@ def effective_setup_commands(cfg: dict[str, Any], node_type: str) -> list[str]:
     return common + list(cfg.get("worker_setup_commands", []))
 
 
-def _pip_install_editable_targets(commands: list[str]) -> list[tuple[int, str]]:
-    """(command index, path) for each `pip install -e PATH` among the commands."""
-    out = []
-    for i, cmd in enumerate(commands):
-        for part in re.split(r"&&|;|\|\|", cmd):
-            try:
-                words = shlex.split(part)
-            except ValueError:
-                continue
-            if "pip" not in words or "install" not in words:
-                continue
-            for j, w in enumerate(words[:-1]):
-                if w in ("-e", "--editable"):
-                    out.append((i, words[j + 1]))
-    return out
+_INSTALL = re.compile(r"\b(pip3?|apt-get|apt|conda|uv)\b.*\binstall\b")
 
 
-def _installs_torch(cmd: str) -> bool:
-    return bool(re.search(r"pip install\b.*\btorch(==|>=|\s|$)", cmd))
+def node_image(cfg: dict[str, Any], node_type: str) -> str | None:
+    """The image Ray runs a node of ``node_type`` in (Ray's precedence: the node type's own ``docker.worker_image``,
+    then ``docker.head_image`` / ``docker.worker_image``, then ``docker.image``); None without a docker section."""
+    docker = cfg.get("docker") or {}
+    if node_type == cfg["head_node_type"]:
+        return docker.get("head_image") or docker.get("image")
+    own = (cfg["available_node_types"][node_type].get("docker") or {}).get("worker_image")
+    return own or docker.get("worker_image") or docker.get("image")
+
+
+def image_parts(image: str) -> tuple[str, str, str]:
+    """(registry, repository, tag) of ``registry/repository:tag`` (registry "" for a Docker Hub name)."""
+    name, tag = image.rsplit(":", 1) if ":" in image.rsplit("/", 1)[-1] else (image, "")
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first, rest, tag
+    return "", name, tag
+
+
+def _run_options(cfg: dict[str, Any], node_type: str) -> list[str]:
+    docker = cfg.get("docker") or {}
+    opts = list(docker.get("run_options", []))
+    if node_type == cfg["head_node_type"]:
+        return opts + list(docker.get("head_run_options", []))
+    own = (cfg["available_node_types"][node_type].get("docker") or {}).get("worker_run_options")
+    return opts + list(docker.get("worker_run_options", [])) + list(own or [])
 
 
 def check_cluster_config(cfg: dict[str, Any]) -> list[str]:
@@ -140,12 +161,21 @@ def check_cluster_config(cfg: dict[str, Any]) -> list[str]:
         if "RAY_AUTH_MODE=token" not in joined:
             errors.append(f"{key}: ray start without RAY_AUTH_MODE=token")
 
-    # --- head: CPU sized, no GPU; GPU workers scale from 0 ---
+    # --- head: no training work (0 CPU, 0 GPU), but the sweeps' trial launchers; GPU workers scale from 0 ---
     head_res = node_types[head].get("resources", {})
     if head_res.get("GPU", 0) != 0:
         errors.append(f"available_node_types.{head}.resources.GPU = {head_res['GPU']}: the head must not run training")
-    if not isinstance(head_res.get("CPU"), int) or head_res["CPU"] < 1:
-        errors.append(f"available_node_types.{head}.resources.CPU = {head_res.get('CPU')!r}: size it explicitly (>= 1)")
+    if head_res.get("CPU") != 0:
+        errors.append(f"available_node_types.{head}.resources.CPU = {head_res.get('CPU')!r}: must be 0, so that no "
+                      "Train worker, Ray Data task or CPU trial lands on the head (Ray would count its vCPUs)")
+    if not head_res.get(LAUNCHER_RESOURCE, 0) >= 1:
+        errors.append(f"available_node_types.{head}.resources.{LAUNCHER_RESOURCE} = "
+                      f"{head_res.get(LAUNCHER_RESOURCE)!r}: the head must offer the resource the sweeps' trial "
+                      "launchers ask for (macdiff_ray.train.resources.LAUNCHER_RESOURCE), or those trials never start")
+    for name, nt in node_types.items():
+        if name != head and nt.get("resources", {}).get(LAUNCHER_RESOURCE, 0):
+            errors.append(f"available_node_types.{name}.resources.{LAUNCHER_RESOURCE}: only the on-demand head may "
+                          "host trial launchers (a launcher on a spot node dies with it)")
     gpu_types = [n for n, nt in node_types.items() if n != head and nt.get("resources", {}).get("GPU", 0) >= 1]
     if not gpu_types:
         errors.append("no worker node type with resources.GPU >= 1")
@@ -154,22 +184,36 @@ def check_cluster_config(cfg: dict[str, Any]) -> list[str]:
             errors.append(f"available_node_types.{name}.min_workers = {node_types[name]['min_workers']}: "
                           "GPU workers must scale from 0")
 
-    # --- the project installed on every node from the synced working dir ---
-    mounts = cfg.get("file_mounts", {})
-    repo_mounts = {remote for remote, local in mounts.items() if local in (".", "./")}
-    if not repo_mounts:
-        errors.append("file_mounts: no mount of the working directory ('.')")
+    # --- every node runs the project's node image; nothing installed at boot ---
+    version = _project_version()
     for name in node_types:
-        cmds = effective_setup_commands(cfg, name)
-        targets = [(i, t) for i, t in _pip_install_editable_targets(cmds) if t.rstrip("/") in repo_mounts]
-        if not targets:
-            errors.append(f"{name}: setup commands never `pip install -e` the mounted project {sorted(repo_mounts)}")
+        image = node_image(cfg, name)
+        if not image:
+            errors.append(f"{name}: no docker image (docker.head_image / docker.worker_image): the node would "
+                          "install the stack at boot")
             continue
-        torch_at = [i for i, c in enumerate(cmds) if _installs_torch(c)]
-        if not torch_at or min(torch_at) > targets[0][0]:
-            errors.append(f"{name}: torch must be installed before `pip install -e` (else pyproject's pin decides)")
-        elif name in gpu_types and any("whl/cpu" in cmds[i] for i in torch_at):
-            errors.append(f"{name}: GPU node installs the CPU torch build")
+        registry, repo, tag = image_parts(image)
+        variant = "gpu" if name in gpu_types else "cpu"
+        if repo.rsplit("/", 1)[-1] != IMAGE_REPOSITORY:
+            errors.append(f"{name}: image {image!r} is not the project's node image ({IMAGE_REPOSITORY}, "
+                          "docker/Dockerfile)")
+        if tag != f"{variant}-{version}":
+            errors.append(f"{name}: image tag {tag!r}, expected {variant}-{version} (the {variant} variant of "
+                          f"docker/Dockerfile for project version {version})")
+        if registry.endswith(".amazonaws.com") and not any(
+                "docker login" in c and registry in c for c in cfg.get("initialization_commands", [])):
+            errors.append(f"{name}: image on ECR ({registry}) but initialization_commands never `docker login` there")
+        if name in gpu_types and not any("--gpus" in o for o in _run_options(cfg, name)):
+            errors.append(f"{name}: GPU node's container started without --gpus (docker worker_run_options)")
+        cmds = effective_setup_commands(cfg, name)
+        for c in cmds:
+            if _INSTALL.search(c):
+                errors.append(f"{name}: setup command installs at boot ({c!r}); bake it into docker/Dockerfile")
+        if name in gpu_types and not any("torch.cuda.is_available()" in c for c in cmds):
+            errors.append(f"{name}: no setup command checks that torch sees the GPU")
+    if any(local in (".", "./") for local in cfg.get("file_mounts", {}).values()):
+        errors.append("file_mounts: the working directory is synced to the nodes; the project is in the image "
+                      "and jobs ship their code with --working-dir")
 
     # --- checkpoints and sweep results on S3 ---
     storage = cfg.get("metadata", {}).get("macdiff", {}).get("storage_path", "")
@@ -238,8 +282,10 @@ def test_ray_prepare_and_validate_config(cfg):
     prepared = prepare_config(copy.deepcopy(cfg))
     validate_config(prepared)
     assert prepared["available_node_types"]["ray.worker.gpu"]["min_workers"] == 0
-    # After Ray's merge the head really runs the common setup plus its own (CPU torch, then the project).
+    # After Ray's merge each node runs the common setup plus its own, and the head and worker images stay apart.
     assert prepared["head_setup_commands"][: len(cfg["setup_commands"])] == cfg["setup_commands"]
+    assert prepared["worker_setup_commands"][: len(cfg["setup_commands"])] == cfg["setup_commands"]
+    assert prepared["docker"]["head_image"] != prepared["docker"]["worker_image"]
 
 
 def test_cluster_yaml_follows_project_rules(cfg):
@@ -268,9 +314,12 @@ def _set(path, value):
     return f
 
 
-def _drop_editable_installs(c):
-    for key in ("head_setup_commands", "worker_setup_commands"):
-        c[key] = [x for x in c[key] if " -e " not in x]
+def _docker(**kw):
+    return lambda c: c["docker"].update(kw)
+
+
+def _drop_ecr_login(c):
+    c["initialization_commands"] = [x for x in c["initialization_commands"] if "docker login" not in x]
 
 
 @pytest.mark.parametrize(
@@ -291,21 +340,35 @@ def _drop_editable_installs(c):
         (lambda c: c.update(worker_start_ray_commands=[x.replace("RAY_AUTH_MODE=token ", "") for x in c["worker_start_ray_commands"]]),
          "RAY_AUTH_MODE=token"),
         (_set(["available_node_types", "ray.head.cpu", "resources", "GPU"], 1), "must not run training"),
-        (lambda c: c["available_node_types"]["ray.head.cpu"]["resources"].pop("CPU"), "size it explicitly"),
+        (_set(["available_node_types", "ray.head.cpu", "resources", "CPU"], 4), "must be 0"),
+        (lambda c: c["available_node_types"]["ray.head.cpu"]["resources"].pop("CPU"), "must be 0"),
+        (lambda c: c["available_node_types"]["ray.head.cpu"]["resources"].pop(LAUNCHER_RESOURCE), "trial launchers"),
+        (_set(["available_node_types", "ray.worker.gpu", "resources", LAUNCHER_RESOURCE], 4), "only the on-demand head"),
         (_set(["available_node_types", "ray.worker.gpu", "min_workers"], 1), "scale from 0"),
-        (_drop_editable_installs, "never `pip install -e`"),
-        (lambda c: c.update(file_mounts={}), "no mount of the working directory"),
-        (lambda c: c.update(worker_setup_commands=list(reversed(c["worker_setup_commands"]))), "before `pip install -e`"),
-        (lambda c: c.update(worker_setup_commands=[x + " --index-url https://download.pytorch.org/whl/cpu" if x.endswith("torch==2.13.0") else x
-                                                  for x in c["worker_setup_commands"]]), "CPU torch"),
+        (lambda c: c.pop("docker"), "no docker image"),
+        (_docker(worker_image="rayproject/ray:2.60.0-py311-gpu"), "not the project's node image"),
+        (_docker(worker_image=None, image="REPLACE_ACCOUNT_ID.dkr.ecr.us-west-2.amazonaws.com/macdiff-ray:cpu-0.1.0"),
+         "expected gpu-"),
+        (lambda c: c["docker"].update(head_image=c["docker"]["head_image"].replace("cpu-", "gpu-")), "expected cpu-"),
+        (lambda c: c["available_node_types"]["ray.worker.gpu"].update(
+            docker={"worker_image": "REPLACE_ACCOUNT_ID.dkr.ecr.us-west-2.amazonaws.com/macdiff-ray:gpu-0.0.9"}),
+         "expected gpu-"),
+        (_drop_ecr_login, "never `docker login`"),
+        (_docker(worker_run_options=[]), "without --gpus"),
+        (lambda c: c["setup_commands"].append("python -m pip install -e ~/macdiff-ray"), "installs at boot"),
+        (lambda c: c["head_setup_commands"].append("sudo apt-get install -y python3-venv"), "installs at boot"),
+        (lambda c: c.update(worker_setup_commands=[]), "torch sees the GPU"),
+        (lambda c: c["file_mounts"].update({"~/macdiff-ray": "."}), "working directory is synced"),
         (_set(["metadata", "macdiff", "storage_path"], "/home/ubuntu/runs"), "s3://"),
         (lambda c: c["available_node_types"]["ray.worker.gpu"]["node_config"].pop("IamInstanceProfile"), "IamInstanceProfile"),
     ],
     ids=[
         "8265-world-provider", "6379-world", "10001-in-range-from-host", "10001-ipv6-world", "all-ports-cidr",
         "ssh-world", "https-cidr", "default-security-group", "dashboard-all-interfaces", "dashboard-flag-missing",
-        "worker-no-token", "head-gpu", "head-cpu-unsized", "gpu-min-workers", "no-project-install", "no-repo-mount",
-        "torch-after-project", "cpu-torch-on-gpu", "local-storage", "no-instance-profile",
+        "worker-no-token", "head-gpu", "head-cpu-4", "head-cpu-unset", "head-no-launcher", "launcher-on-spot",
+        "gpu-min-workers", "no-docker", "foreign-image", "gpu-node-cpu-image", "head-gpu-image",
+        "node-type-image-version", "no-ecr-login", "gpu-no-gpus-flag", "pip-at-boot", "apt-at-boot",
+        "no-cuda-check", "repo-synced", "local-storage", "no-instance-profile",
     ],
 )
 def test_checker_rejects_mutated_config(cfg, mutate, expected):
@@ -318,9 +381,19 @@ def test_checker_rejects_mutated_config(cfg, mutate, expected):
 def test_node_type_setup_override_is_honoured(cfg):
     """A node type's own worker_setup_commands replace the global ones in Ray; the checker must follow that."""
     bad = copy.deepcopy(cfg)
-    bad["available_node_types"]["ray.worker.gpu"]["worker_setup_commands"] = ["echo nothing installed"]
+    bad["available_node_types"]["ray.worker.gpu"]["worker_setup_commands"] = ["pip install torch"]
     errors = check_cluster_config(bad)
-    assert any(e.startswith("ray.worker.gpu: setup commands never") for e in errors), errors
+    assert any(e.startswith("ray.worker.gpu: setup command installs at boot") for e in errors), errors
+    assert any(e.startswith("ray.worker.gpu: no setup command checks") for e in errors), errors
+    assert not any(e.startswith("ray.head.cpu:") for e in errors), errors
+
+
+def test_image_parts():
+    assert image_parts("123.dkr.ecr.us-west-2.amazonaws.com/macdiff-ray:gpu-0.1.0") == (
+        "123.dkr.ecr.us-west-2.amazonaws.com", "macdiff-ray", "gpu-0.1.0")
+    assert image_parts("localhost:5000/team/macdiff-ray:cpu-0.1.0") == ("localhost:5000", "team/macdiff-ray", "cpu-0.1.0")
+    assert image_parts("rayproject/ray:2.60.0") == ("", "rayproject/ray", "2.60.0")
+    assert image_parts("macdiff-ray") == ("", "macdiff-ray", "")
 
 
 def test_placeholders_are_marked(cfg):
@@ -332,3 +405,6 @@ def test_placeholders_are_marked(cfg):
         nc = nt["node_config"]
         assert "REPLACE_" in nc["IamInstanceProfile"]["Arn"], name
         assert all("REPLACE_" in g for g in nc["SecurityGroupIds"]), name
+    assert not re.search(r"\b\d{12}\.dkr\.ecr\.", text), "a real AWS account id is committed in an image name"
+    for key in ("head_image", "worker_image"):
+        assert image_parts(cfg["docker"][key])[0].startswith("REPLACE_"), key

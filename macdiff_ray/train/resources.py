@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["GpuSupply", "decide_use_gpu", "launchable_from_node_types", "gpu_supply", "trial_device"]
+__all__ = ["GpuSupply", "decide_use_gpu", "launchable_from_node_types", "gpu_supply", "trial_device",
+           "LAUNCHER_RESOURCE"]
+
+# The custom resource of the cluster's head (cluster.yaml: CPU 0, GPU 0, trial_launcher N). A sweep trial that only
+# launches a TorchTrainer (or a fine-tuning run) asks for 1 of it and no CPU, so it and its Train controller run on
+# the on-demand head, which takes no training work. Where no node offers it (a local Ray), such a trial takes
+# 0.01 CPU instead (macdiff_ray.tune.sweep.launcher_resources).
+LAUNCHER_RESOURCE = "trial_launcher"
 
 
 @dataclass(frozen=True)
