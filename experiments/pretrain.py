@@ -60,6 +60,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="epochs between checkpoints (default 1: a lost spot node costs at most one epoch)")
     p.add_argument("--max-failures", dest="max_failures", type=int,
                    help="restarts after worker/node errors (default 2); preemptions Ray is told of retry without limit")
+    p.add_argument("--cpu-precision", dest="cpu_precision", choices=("fp32", "bf16"),
+                   help="CPU training precision: bf16 autocast of the forward pass, or fp32 (default)")
+    p.add_argument("--transform-device", dest="transform_device", choices=("cpu", "train"),
+                   help="where the training transforms run: cpu (Ray Data tasks, default) or train (Ray Data only "
+                        "decodes; crop, rotation, noise and normalisation run batched on the training device)")
+    p.add_argument("--log-every", dest="log_every", type=int,
+                   help="steps between host reads of the loss (default 10; the NaN check runs at each read)")
     p.add_argument("--config", help="JSON/YAML file of PretrainConfig keys")
     p.add_argument("--smoke-test", action="store_true", help="tiny, fast run (synthetic data if --data absent)")
     add_console_flags(p)

@@ -148,7 +148,7 @@ def make_dataset(
     labeled_fraction: float | None = None,
     subset_seed: int = 0,
     persons: Literal["all", "first"] = "all",
-    transform: Literal["auto"] | None | Callable[[dict], dict] = "auto",
+    transform: Literal["auto", "decode"] | None | Callable[[dict], dict] = "auto",
     materialize: bool = False,
     data_num_cpus: float = 0.25,
     transform_batch_size: int = TRANSFORM_BATCH,
@@ -165,7 +165,9 @@ def make_dataset(
         labeled_fraction, subset_seed: keep a class-stratified subset of the split (semi-supervised protocol).
         persons: ``"all"`` keeps M persons; ``"first"`` keeps the first actor only (M' = 1).
         transform: ``"auto"`` picks Train/EvalTransform with the manifest's stats for ``benchmark``; ``None``
-            skips it (rows come out as stored: ``x`` (M, T_max, V, C) float32 plus every Parquet column); or any
+            skips it (rows come out as stored: ``x`` (M, T_max, V, C) float32 plus every Parquet column);
+            ``"decode"`` skips it and keeps only the columns the device transforms read
+            (:data:`macdiff_ray.data.device_transforms.DECODE_COLUMNS`: the CPU only decodes Parquet); or any
             batch-in/batch-out numpy callable.
         materialize: read the selected rows into the object store now (small datasets; see the module notes on
             CPU starvation). The random transform still runs per pass, so augmentation stays fresh each epoch.
@@ -196,7 +198,12 @@ def make_dataset(
         raise ValueError(f"{data_dir}: benchmark {benchmark!r} split {split!r} selects no rows")
 
     fn: Callable[[dict], dict] | None
-    if transform == "auto":
+    keep_columns = None
+    if transform == "decode":
+        from macdiff_ray.data.device_transforms import DECODE_COLUMNS
+
+        fn, keep_columns = None, list(DECODE_COLUMNS)
+    elif transform == "auto":
         stats = dataset_stats(data_dir, benchmark)
         if train:
             fn = TrainTransform(stats, num_frames=num_frames, persons=persons, seed=seed)
@@ -205,7 +212,7 @@ def make_dataset(
     elif transform is None or callable(transform):
         fn = transform
     else:
-        raise ConfigError(f"transform: expected 'auto', None or a callable, got {transform!r}")
+        raise ConfigError(f"transform: expected 'auto', 'decode', None or a callable, got {transform!r}")
 
     read_kwargs: dict[str, Any] = {"num_cpus": data_num_cpus}
     if train and not materialize:
@@ -227,6 +234,8 @@ def make_dataset(
 
             ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
 
+    if keep_columns is not None:
+        ds = ds.select_columns(keep_columns)
     if fn is not None:
         ds = ds.map_batches(
             fn,

@@ -19,9 +19,12 @@ extra per-epoch metrics (``epoch_metrics(net, epoch, device) -> dict``: the swee
 target (``report(metrics, checkpoint_dir, checkpoint_name)``, i.e. ``ray.tune.report``); the model is not wrapped by
 ``prepare_model``. Without hooks (the default) nothing changes.
 
-Tune reuse over a multi-worker trainer: a Tune function trainable calls ``build_trainer(cfg, name=f"checkpoints-{trial_id}",
-callbacks=[TuneReportCallback()]).fit()`` (``ray.tune.integration.ray_train``); :func:`report_epoch` (the only place
-that calls ``ray.train.report``) then reaches Tune through that callback, with no change to ``train_func``.
+Tune over a multi-worker trainer (``macdiff_ray.tune.sweep``, trials with ``tune.resources.workers``): the Tune
+function trainable calls ``build_trainer(cfg, name=f"checkpoints_{trial_id}", callbacks=[TuneReportCallback()],
+train_loop=...)`` (``ray.tune.integration.ray_train``) and ``.fit()``. Its worker function installs
+:func:`set_worker_extras` (quiet console, the kNN proxy as rank 0's extra per-epoch metrics) and calls
+``train_func``; :func:`report_epoch` (the only place that calls ``ray.train.report``) reaches Tune through the
+callback. Without extras (the default) nothing changes.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -46,6 +49,7 @@ from macdiff_ray.train.tracking import RunTracker, resolve_uri
 RUN_NAME = "checkpoints"  # Ray Train run name: checkpoints land in RUN_DIR/checkpoints/<epoch_XXXXX>/
 
 _TRIAL_HOOKS: Optional[Any] = None  # set by macdiff_ray.tune in a Tune trial process (see module docstring)
+_WORKER_EXTRAS: Optional[Any] = None  # set in a Ray Train worker of a Tune-over-Train trial (see module docstring)
 
 
 def set_trial_hooks(hooks: Optional[Any]) -> None:
@@ -54,6 +58,14 @@ def set_trial_hooks(hooks: Optional[Any]) -> None:
     ``report(metrics, checkpoint_dir, checkpoint_name)`` (see the module docstring)."""
     global _TRIAL_HOOKS
     _TRIAL_HOOKS = hooks
+
+
+def set_worker_extras(extras: Optional[Any]) -> None:
+    """Install (or clear with None) the extras of this Ray Train worker process: an object with ``quiet`` (no
+    bars or epoch lines: a sweep draws its own bar) and ``epoch_metrics(net, epoch, device) -> dict`` (metrics
+    added to each epoch's report, e.g. the sweep's kNN proxy on rank 0; ``{}`` elsewhere)."""
+    global _WORKER_EXTRAS
+    _WORKER_EXTRAS = extras
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -153,9 +165,19 @@ def _preemption_pending() -> bool:
 
 
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype of the forward pass: ``amp``/``amp_dtype`` on CUDA, ``cpu_precision`` on the CPU."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cfg.cpu_precision == "bf16" else None
     if not cfg.amp or device.type != "cuda":
         return None
     return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+
+
+def device_batches(batches: Any, transform: Any, device: torch.device, epoch: int) -> Any:
+    """``transform_device="train"``: move each decoded batch (``x`` (B, M, T_max, V, C), ``length``,
+    ``num_persons``, ``label``) to ``device`` and apply the batched device transform there."""
+    for batch in batches:
+        yield transform({k: v.to(device, non_blocking=True) for k, v in batch.items()}, epoch=epoch)
 
 
 def train_func(config: dict) -> dict:
@@ -179,7 +201,8 @@ def train_func(config: dict) -> dict:
         rank, world = 0, 1
     console.worker_logging()
     # Rank 0 of a Train run prints its bars and epoch lines; a Tune trial stays quiet (the sweep has its own bar).
-    chatty = rank == 0 and hooks is None
+    extras = _WORKER_EXTRAS if hooks is None else None
+    chatty = rank == 0 and hooks is None and not (extras is not None and extras.quiet)
     if cfg.batch_size % world:
         raise ConfigError(f"PretrainConfig.batch_size: {cfg.batch_size} not divisible by {world} workers")
     per_worker_batch = cfg.batch_size // world
@@ -247,6 +270,13 @@ def train_func(config: dict) -> dict:
     get_shard = ray.train.get_dataset_shard if hooks is None else hooks.get_dataset_shard
     shard = get_shard("train")
     val_shard = get_shard("val") if cfg.validate_every else None
+    train_tf = val_tf = None
+    if cfg.transform_device == "train":  # Ray Data only decodes; the transforms run here, batched, on `device`
+        from macdiff_ray.data.device_transforms import DeviceEvalTransform, DeviceTrainTransform
+
+        train_tf = DeviceTrainTransform(info["stats"], num_frames=cfg.num_frames, persons=cfg.persons,
+                                        seed=cfg.seed, stream=rank)
+        val_tf = DeviceEvalTransform(info["stats"], num_frames=cfg.num_frames, persons=cfg.persons)
     history = list(prior_history)
     metrics: dict = {}
     epoch_times: list[float] = []
@@ -254,11 +284,13 @@ def train_func(config: dict) -> dict:
         _maybe_fail(cfg, epoch + 1, rank)
         torch.manual_seed(cfg.seed + 10007 * (epoch + 1) + rank)  # masking/t/noise; reproducible on resume
         batches = iter_torch(shard, per_worker_batch, shuffle=True, drop_last=True, seed=cfg.seed + epoch)
+        if train_tf is not None:
+            batches = device_batches(batches, train_tf, device, epoch)
         bar = console.StepBar(steps, f"epoch {epoch + 1}/{cfg.epochs}", enabled=chatty)
         metrics = train_epoch(
             model, optimizer, batches, lr_schedule=lr_schedule, start_step=step, max_steps=steps, epoch=epoch,
             device=device, persons=cfg.persons, amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
-            on_step=lambda loss, rate: bar.update(1, loss=loss, samples_s=rate * world),
+            log_every=cfg.log_every, on_log=lambda n, loss, rate: bar.update(n, loss=loss, samples_s=rate * world),
         )
         bar.close()
         step = metrics["step"]
@@ -268,8 +300,11 @@ def train_func(config: dict) -> dict:
                 f"({info['num_train']} samples, global batch {cfg.batch_size})"
             )
         if val_shard is not None and (epoch + 1) % cfg.validate_every == 0:
+            val_batches = iter_torch(val_shard, per_worker_batch, shuffle=False, drop_last=False)
+            if val_tf is not None:
+                val_batches = device_batches(val_batches, val_tf, device, epoch)
             metrics.update(validate(
-                net, wrapper.schedule, iter_torch(val_shard, per_worker_batch, shuffle=False, drop_last=False),
+                net, wrapper.schedule, val_batches,
                 device=device, persons=cfg.persons, max_batches=cfg.val_max_batches, seed=cfg.seed,
                 amp_dtype=amp_dtype,
             ))
@@ -277,6 +312,8 @@ def train_func(config: dict) -> dict:
                        resumed_from_epoch=-1 if resumed_from is None else resumed_from)
         if hooks is not None:
             metrics.update(hooks.epoch_metrics(net, epoch + 1, device))
+        elif extras is not None:
+            metrics.update(extras.epoch_metrics(net, epoch + 1, device))
         epoch_times.append(float(metrics["epoch_time_s"]))
         out_of_budget = False
         if isinstance(lr_schedule, BudgetCosine):
@@ -375,11 +412,14 @@ def build_datasets(cfg: PretrainConfig) -> dict:
     """``{"train": ...}`` (+ ``"val"`` from the test split when ``validate_every`` > 0) Ray Datasets."""
     from macdiff_ray.data.pipeline import make_dataset
 
+    # transform_device="train": the read tasks only decode; the train function applies the transforms on its device
+    transform = "decode" if cfg.transform_device == "train" else "auto"
     datasets = {"train": make_dataset(cfg.data_dir, cfg.benchmark, "train", train=True, num_frames=cfg.num_frames,
-                                      seed=cfg.seed, persons=cfg.persons)}
+                                      seed=cfg.seed, persons=cfg.persons, transform=transform)}
     if cfg.validate_every:
         datasets["val"] = make_dataset(cfg.data_dir, cfg.benchmark, "test", train=False,
-                                       num_frames=cfg.num_frames, seed=cfg.seed, persons=cfg.persons)
+                                       num_frames=cfg.num_frames, seed=cfg.seed, persons=cfg.persons,
+                                       transform=transform)
     return datasets
 
 
@@ -390,9 +430,13 @@ def build_trainer(
     name: str = RUN_NAME,
     callbacks: Optional[Sequence[Any]] = None,
     datasets: Optional[dict] = None,
+    train_loop: Optional[Callable[[dict], Any]] = None,
+    loop_config: Optional[dict] = None,
+    gpus_per_worker: float = 1.0,
 ):
-    """The ``TorchTrainer`` for ``cfg`` (Ray must be initialised). Tune passes a trial-specific ``name`` and
-    ``TuneReportCallback``."""
+    """The ``TorchTrainer`` for ``cfg`` (Ray must be initialised). A Tune-over-Train trial passes a trial-specific
+    ``name``, ``TuneReportCallback``, its worker function ``train_loop`` (which calls :func:`train_func`) with its
+    ``loop_config``, and its GPU share per worker (``gpus_per_worker``, used when ``use_gpu``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -400,10 +444,10 @@ def build_trainer(
 
     resources = {"CPU": cfg.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = 1
+        resources["GPU"] = gpus_per_worker
     return TorchTrainer(
-        train_func,
-        train_loop_config=to_dict(cfg),
+        train_loop or train_func,
+        train_loop_config=loop_config if loop_config is not None else to_dict(cfg),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -483,7 +527,9 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
         "device": summary.get("device"),
         # which device each part ran on: the Train workers (torch device type), Ray Data's read/transform tasks
         # (CPU tasks), and what the GPU decision saw
-        "devices": {"train_workers": summary.get("device"), "data_pipeline": "cpu",
+        "devices": {"train_workers": summary.get("device"),
+                    "data_pipeline": "cpu" if cfg.transform_device == "cpu" else "cpu (decode only)",
+                    "transforms": "cpu" if cfg.transform_device == "cpu" else summary.get("device"),
                     "use_gpu_decision": gpu_decision},
         "start_epoch": summary.get("start_epoch"),
         # every attempt of this run: the first start, each restart by Ray Train after a failure, each re-run
