@@ -14,3 +14,11 @@ python experiments/study.py --data prepared/msr --benchmark msr-xsub --budget-mi
     --rows probe probe_pooled probe_random probe_raw knn nn_raw --output runs/study_msr
 python experiments/study.py --data prepared/utk --benchmark utk-xsub --budget-minutes 15 --seeds 0 1 2 3 4 \
     --rows probe probe_pooled probe_random probe_raw knn nn_raw --output runs/study_utk
+# Bring your own data: UTKinect in camera coordinates, exported to arrays and imported with the default options
+python experiments/prepare_data.py --format utk --input ../shared/data/utkinect_action3d --output prepared/utk_cam \
+    --option center=false
+python -m macdiff_ray.data.export prepared/utk_cam utk-xsub runs/byod/utk_cam/utk_cam.npz
+python experiments/prepare_data.py --format arrays --input runs/byod/utk_cam --output prepared/utk_byod
+echo '{"pretrain_batch_size": 16, "batch_size": 16}' > runs/byod/batch16.json
+python experiments/study.py --data prepared/utk_byod --benchmark custom --budget-minutes 15 --seeds 0 1 2 3 4 \
+    --rows probe probe_random probe_raw knn nn_raw --config runs/byod/batch16.json --output runs/study_utk_byod
