@@ -164,3 +164,62 @@ def test_augment_sweep_runs_every_trial(ray_session, synthetic_prepared, tmp_pat
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert sorted(int(r["t_start"]) for r in rows) == [100, 300]
     assert all(0.0 <= float(r["top1_best_best"]) <= 1.0 for r in rows)
+
+
+class _InterruptAtEpoch(Callback):
+    """Ctrl-C (SIGINT to the driver) when a trial first reports ``epoch``; a marker file keeps a restored copy
+    from firing again."""
+
+    def __init__(self, epoch: int, marker: Path):
+        self.epoch, self.marker = epoch, marker
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("epoch") == self.epoch and not self.marker.exists():
+            self.marker.write_text("interrupted\n")
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.timeout(400)
+def test_tune_over_train_trial_with_two_workers_resumes(ray_session, synthetic_prepared, tmp_path):
+    """tune.resources.workers: 2 -> each trial is a 2-worker TorchTrainer reporting through TuneReportCallback.
+    One trial of 2 epochs, interrupted after epoch 1 and resumed: rank 0's metrics (loss, kNN proxy, world size)
+    are the Tune result, and the resumed trial's Train run continues from its committed epoch-1 checkpoint.
+
+    The interruption must land between the epochs: a Train run outlives Tune's stop by a few seconds (Tune gives a
+    stopping trial 10 s), long enough to finish a tiny epoch 2. So rank 1 also dies at the start of epoch 2 in the
+    first run (the test-only fault, once, no Train retry); the restored run trains epoch 2 with the fault spent."""
+    from macdiff_ray.train.checkpoint import committed_checkpoint_name
+    from macdiff_ray.tune.sweep import TRIAL_RUNS, run_sweep
+
+    space = parse_space({
+        "kind": "pretrain",
+        "base": {"data_dir": str(synthetic_prepared), "benchmark": "synthetic", "preset": "tiny", "epochs": 2,
+                 "batch_size": 16, "max_steps_per_epoch": 1, "num_frames": 16, "warmup_epochs": 1.0,
+                 "checkpoint_every": 1, "use_gpu": "no", "max_failures": 0, "fail_at_epoch": 2, "fail_rank": 1,
+                 "fail_once_marker": str(tmp_path / "fault")},
+        "search": {"diffusion.tau": {"grid": [1.0]}},
+        "tune": {"metric": "knn_top1", "mode": "max", "scheduler": "fifo", "max_concurrent": 1,
+                 "resources": {"workers": 2, "cpu": 0.5, "gpu": 0}, "knn_max_train": 64},
+    }, "test-train-trials")
+    out = tmp_path / "sweep"
+    first = run_sweep(space, str(out), callbacks=[_InterruptAtEpoch(1, tmp_path / "interrupted")])
+    assert (tmp_path / "interrupted").exists() and first["num_trials"] == 1
+    assert first["status_counts"]["completed"] == 0
+    (run_dir,) = (out / "sweep" / TRIAL_RUNS).iterdir()  # OUT/sweep/trial_runs/<trial_id>
+    trial_id = run_dir.name
+    ckpts = run_dir / f"checkpoints_{trial_id}"
+    assert committed_checkpoint_name(str(ckpts)) == "epoch_00001"
+
+    second = run_sweep(space, str(out))  # resume=auto: Tuner.restore
+    assert second["restored"] and second["errors"] == [] and second["status_counts"]["completed"] == 1
+    assert committed_checkpoint_name(str(ckpts)) == "epoch_00002"
+    (trial_dir,) = (out / "sweep").glob("pretrain_trial_*")
+    lines = _result_lines(trial_dir)
+    last = lines[-1]
+    assert last["trial_id"] == trial_id and last["epoch"] == 2 and last["world_size"] == 2
+    assert last["resumed_from_epoch"] == 1  # epoch 2 trained after the restore, epoch 1 not again
+    assert 0.0 <= last["knn_top1"] <= 1.0 and last["knn_epoch"] == 2 and last["loss"] > 0
+    assert last["checkpoint_path"].endswith("epoch_00002")
+    assert sorted({r["epoch"] for r in lines}) == [1, 2]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 1 and rows[0]["status"] == "completed" and float(rows[0]["knn_top1_best"]) >= 0.0

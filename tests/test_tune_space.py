@@ -74,11 +74,33 @@ def test_invalid_values_are_refused(search, needle):
     assert needle in str(e.value)
 
 
-def test_output_in_base_and_multiworker_trials_refused():
+def test_output_and_workers_in_base_refused():
     with pytest.raises(ConfigError, match="base.output"):
         parse_space(_space(base={"output": "/tmp/x"}), "s.yaml")
-    with pytest.raises(ConfigError, match="num_workers"):
-        parse_space(_space(base={"num_workers": 2}), "s.yaml")
+    for key, value in (("num_workers", 2), ("num_workers", 1), ("cpus_per_worker", 0.5)):
+        with pytest.raises(ConfigError, match="tune.resources") as e:  # workers come from tune.resources only
+            parse_space(_space(base={"preset": "tiny", key: value}), "s.yaml")
+        assert "base.num_workers" in str(e.value)
+
+
+def test_train_trial_resources():
+    """tune.resources.workers: N makes every trial an N-worker TorchTrainer; cpu/gpu are then per worker."""
+    single = parse_space(_space(), "s.yaml").tune.resources
+    assert not single.train_trial and single.workers is None
+    r = parse_space(_space(tune={"scheduler": "fifo", "resources": {"workers": 4, "cpu": 2, "gpu": 1}}), "s").tune.resources
+    assert r.train_trial and (r.workers, r.cpu, r.gpu) == (4, 2.0, 1.0)
+    assert r.worker_overrides() == {"num_workers": 4, "cpus_per_worker": 2.0}
+    with pytest.raises(ConfigError, match="workers"):
+        parse_space(_space(tune={"resources": {"workers": 0}}), "s.yaml")
+    with pytest.raises(ConfigError, match="not divisible by"):  # the global batch is split over the workers
+        parse_space(_space(base={"preset": "tiny", "batch_size": 30}, tune={"resources": {"workers": 4}}), "s.yaml")
+    with pytest.raises(ConfigError, match="use_gpu 'yes'"):
+        parse_space(_space(base={"preset": "tiny", "use_gpu": "yes"},
+                           tune={"resources": {"workers": 2, "gpu": 0}}), "s.yaml")
+    augment = {"kind": "augment", "base": {"checkpoint": "/x", "epochs": 1}, "search": {"t_start": {"grid": [100]}},
+               "tune": {"metric": "top1_best", "scheduler": "fifo", "resources": {"workers": 2}}}
+    with pytest.raises(ConfigError, match="only for kind: pretrain"):
+        parse_space(augment, "s.yaml")
 
 
 def test_asha_rungs_must_fall_on_proxy_epochs():
@@ -159,3 +181,25 @@ def test_json_space_and_bad_top_level(tmp_path):
     p.write_text(json.dumps([1, 2]))
     with pytest.raises(ConfigError, match="s.json"):
         load_space(p)
+
+
+@pytest.mark.parametrize("cluster, expected", [
+    ({"CPU": 0.0, "trial_launcher": 16.0}, {"cpu": 0, "gpu": 0, "trial_launcher": 1}),  # cluster.yaml's head
+    ({"CPU": 2.0}, {"cpu": 0.01, "gpu": 0}),  # a local Ray: no launcher resource anywhere
+])
+def test_launcher_resources_follow_the_cluster(monkeypatch, cluster, expected):
+    """A Tune-over-Train trial asks for the head's launcher resource and no CPU where the cluster offers it, else a
+    token CPU; either way a bundle that Ray's placement groups accept (an all-zero bundle is refused)."""
+    import ray
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+    from ray.util.placement_group import _validate_bundles
+
+    from macdiff_ray.train.resources import LAUNCHER_RESOURCE
+    from macdiff_ray.tune.sweep import launcher_resources
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(cluster))
+    got = launcher_resources()
+    assert got == expected and (LAUNCHER_RESOURCE in got) == (LAUNCHER_RESOURCE in cluster)
+    _validate_bundles(resource_dict_to_pg_factory(got).bundles)
+    with pytest.raises(ValueError, match="empty head|only 0 values"):
+        _validate_bundles(resource_dict_to_pg_factory({"cpu": 0, "gpu": 0}).bundles)

@@ -11,6 +11,20 @@ Format (every key is checked; an unknown key anywhere is a :class:`ConfigError` 
     tune: {num_samples: 1, metric: knn_top1, mode: max, scheduler: asha, grace_period: 2, max_concurrent: 1,
            resources: {cpu: 1, gpu: 0}}
 
+Per-trial resources (``tune.resources``, ``kind: pretrain``):
+
+- ``{cpu: C, gpu: G}`` (no ``workers``): a single-process trial. The trial process itself trains (world size 1)
+  and holds C CPUs and G GPUs (fractions allowed: ``gpu: 0.5`` packs two trials per GPU).
+- ``{workers: N, cpu: C, gpu: G}``: a Tune-over-Train trial. The trial launches a ``TorchTrainer`` of N workers,
+  each holding C CPUs and G GPUs (``use_gpu`` when G > 0), with its own Train fault tolerance and checkpoints in
+  the sweep's storage (``OUT/sweep/trial_runs/<trial_id>/``). The trial process only launches it: it holds 1
+  ``trial_launcher`` (the head's resource in cluster.yaml) and no CPU, or 0.01 CPU where no node offers that
+  resource. ``base.num_workers`` / ``base.cpus_per_worker`` are set from here (leave them out of ``base``).
+  ASHA's early stop of such a trial needs Ray's dashboard (``ray[default]``; RAY-NOTES hang 2).
+
+``kind: augment`` trials always run their own fine-tuning ``TorchTrainer`` (``base.num_workers``,
+``base.cpus_per_worker``) from a launcher; ``tune.resources`` does not apply to them.
+
 Dotted paths (``kind: pretrain``): a top-level ``PretrainConfig`` field (``lr``, ``batch_size``, ...),
 ``diffusion.<DiffusionConfig field>`` (``diffusion.tau``, ``diffusion.schedule``) or ``model.<ModelConfig field>``
 (``model.mask_ratio``, ``model.dec_depth``; stored in ``PretrainConfig.model_overrides``). ``kind: augment``:
@@ -42,16 +56,30 @@ _MODEL_FIXED = frozenset({"num_joints", "num_frames", "use_compile"})
 
 @dataclass(frozen=True)
 class Resources:
-    """What each trial declares to Ray (fractions allowed)."""
+    """What each trial declares to Ray (fractions allowed; see the module docstring). ``workers`` None: the trial
+    process trains and holds ``cpu``/``gpu``; ``workers`` N: a ``TorchTrainer`` of N workers, each holding
+    ``cpu``/``gpu``."""
 
     cpu: float = 1.0
     gpu: float = 0.0
+    workers: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not 0 < self.cpu <= 64:
             raise ConfigError(f"tune.resources.cpu: {self.cpu!r} must be in (0, 64]")
         if not 0 <= self.gpu <= 8:
             raise ConfigError(f"tune.resources.gpu: {self.gpu!r} must be in [0, 8]")
+        if self.workers is not None and not 1 <= self.workers <= 256:
+            raise ConfigError(f"tune.resources.workers: {self.workers!r} must be in [1, 256] or null")
+
+    @property
+    def train_trial(self) -> bool:
+        """True when each trial launches a multi-worker ``TorchTrainer`` (Tune over Train)."""
+        return self.workers is not None
+
+    def worker_overrides(self) -> dict:
+        """The ``PretrainConfig`` keys a Tune-over-Train trial takes from here."""
+        return {"num_workers": self.workers, "cpus_per_worker": self.cpu}
 
 
 @dataclass(frozen=True)
@@ -230,9 +258,10 @@ def parse_space(data: Mapping[str, Any], source: str = "<space>") -> SearchSpace
     for k in ("output",):
         if k in base:
             raise ConfigError(f"{source}: base.{k}: set by the sweep (each trial's directory); remove it")
-    if kind == "pretrain" and base.get("num_workers", 1) != 1:
-        raise ConfigError(f"{source}: base.num_workers: {base['num_workers']!r}; a pretraining trial runs "
-                          "train_func in its own process (one worker); scale with tune.max_concurrent")
+    if kind == "pretrain" and ("num_workers" in base or "cpus_per_worker" in base):
+        raise ConfigError(f"{source}: base.num_workers / base.cpus_per_worker: a pretraining trial takes its workers "
+                          "from tune.resources ({workers: N, cpu: C, gpu: G} for a TorchTrainer of N workers per "
+                          "trial; no workers for a single-process trial); remove them from base")
     build_config(kind, base, {}, where=f"{source}: base: ")
     search = data.get("search") or {}
     if not isinstance(search, Mapping) or not search:
@@ -244,6 +273,15 @@ def parse_space(data: Mapping[str, Any], source: str = "<space>") -> SearchSpace
         tune = from_dict(TuneSettings, tune_raw, _path="tune")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
+    if tune.resources.train_trial:
+        if kind != "pretrain":
+            raise ConfigError(f"{source}: tune.resources.workers: only for kind: pretrain (an augment trial's "
+                              "fine-tuning TorchTrainer takes base.num_workers / base.cpus_per_worker)")
+        build_config(kind, {**base, **tune.resources.worker_overrides()}, {},
+                     where=f"{source}: base with tune.resources.workers {tune.resources.workers}: ")
+        if base.get("use_gpu") == "yes" and tune.resources.gpu <= 0:
+            raise ConfigError(f"{source}: base.use_gpu 'yes' but tune.resources.gpu is {tune.resources.gpu:g} "
+                              "(the GPUs of each Train worker)")
     if (kind == "pretrain" and tune.scheduler == "asha" and tune.metric.startswith("knn")
             and tune.grace_period % tune.proxy_every):
         raise ConfigError(f"{source}: tune.grace_period: {tune.grace_period} is not a multiple of tune.proxy_every "

@@ -15,13 +15,27 @@ dashboard is needed. The trial declares its resources (``tune.resources``: CPU a
 ``tune.with_resources``. ``TorchTrainer`` with ``train_func`` is the same function's multi-worker path
 (``experiments/pretrain.py``).
 
+Tune over Train (``tune.resources.workers: N``, Ray 2.60's pattern, RAY-NOTES "Tune"): each trial is a function
+trainable that builds the pretraining ``TorchTrainer`` (:func:`macdiff_ray.train.pretrain.build_trainer`) with its
+own ``ScalingConfig`` (N workers of ``tune.resources.cpu`` CPUs and ``tune.resources.gpu`` GPUs), a run name with
+the trial id (``checkpoints_<trial_id>``) and storage under the sweep's (``OUT/sweep/trial_runs/<trial_id>/``,
+local or a bucket), and ``callbacks=[TuneReportCallback()]`` (``ray.tune.integration.ray_train``), which passes rank
+0's per-epoch report to Tune. Its workers run :func:`train_trial_worker`: ``train_func`` with a quiet console and
+the kNN proxy on rank 0. Train's own ``FailureConfig`` restarts the worker group after a node loss; a resumed or
+restarted trial builds the same run again, and Ray Train continues it from its committed checkpoint (Tune itself
+holds no checkpoint of such a trial). The trial process only launches: it asks for 1 ``trial_launcher`` (the head's
+resource, :data:`macdiff_ray.train.resources.LAUNCHER_RESOURCE`) and no CPU, or 0.01 CPU on a Ray without that
+resource (:func:`launcher_resources`); its Train controller runs on the same node. ASHA stopping such a trial needs
+the dashboard (``ray[default]``) to free the Train run's resources (RAY-NOTES hang 2).
+
 Augment trials (``kind: augment``) call ``macdiff_ray.eval.finetune.run_finetune`` (its own TorchTrainer, with
 the diffusion augmenter of ``macdiff_ray.augment.pool``) and report its final top-1 once; FIFO only.
 
 Outputs under ``--output`` (OUT): ``OUT/<name>/`` (Tune experiment: trial dirs, checkpoints, state for
 ``Tuner.restore``), ``OUT/space.json`` (the validated space and its fingerprint), ``OUT/results.md`` and
 ``OUT/results.csv`` (ranked table), ``OUT/best_config.json`` (accepted by ``experiments/pretrain.py --config``;
-``experiments/finetune.py --config`` for augment sweeps) and ``OUT/summary.json``.
+``experiments/finetune.py --config`` for augment sweeps) and ``OUT/summary.json``; Tune-over-Train trials' runs
+(checkpoints, TensorBoard events) in ``OUT/<name>/trial_runs/<trial_id>/``.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from macdiff_ray.train.tracking import TrackingConfig, end_parent_run, resolve_u
 from macdiff_ray.tune.space import SearchSpace, build_config, parse_space, to_tune_space
 
 RUN_NAME = "sweep"
+TRIAL_RUNS = "trial_runs"  # OUT/<name>/trial_runs/<trial_id>/: the Train runs of Tune-over-Train trials
 # Tune FailureConfig.max_failures per trial: a trial on a lost (spot) node restarts from its last checkpoint. Not
 # unlimited: a trial that fails for a real bug must end in error, not loop.
 TRIAL_MAX_FAILURES = 3
@@ -56,10 +71,12 @@ class TrialHooks:
     returns extra metrics or ``{}``; the last proxy value is carried forward so every report has the metric."""
 
     def __init__(self, datasets: dict, device: Any, proxy: Any = None):
+        from macdiff_ray.tune.proxy import ProxyMetrics
+
         self.datasets = datasets
         self._device = device
         self.proxy = proxy
-        self.last_proxy: dict = {}
+        self._proxy_metrics = ProxyMetrics(proxy) if proxy is not None else None
 
     def device(self):
         return self._device
@@ -76,14 +93,8 @@ class TrialHooks:
 
     def epoch_metrics(self, net: Any, epoch: int, device: Any) -> dict:
         """The proxy on its epochs (and on a trial's first report, so ASHA always has a value); the last value
-        (with ``knn_epoch``, the epoch it was measured at) on the others."""
-        if self.proxy is None:
-            return {}
-        if self.proxy.due(epoch) or not self.last_proxy:
-            t0 = time.perf_counter()
-            top1 = self.proxy.evaluate(net.encoder, device)
-            self.last_proxy = {"knn_top1": top1, "knn_time_s": time.perf_counter() - t0, "knn_epoch": epoch}
-        return dict(self.last_proxy)
+        (with ``knn_epoch``, the epoch it was measured at) on the others (:class:`~macdiff_ray.tune.proxy.ProxyMetrics`)."""
+        return self._proxy_metrics(net, epoch, device) if self._proxy_metrics is not None else {}
 
     def report(self, metrics: dict, checkpoint_dir: Optional[str], checkpoint_name: Optional[str]) -> None:
         import ray.tune
@@ -93,28 +104,37 @@ class TrialHooks:
         ray.tune.report(clean, checkpoint=ckpt)  # persists the checkpoint before the temp dir goes away
 
 
+def _make_proxy(px: dict, cfg: Any):
+    """The kNN proxy of a trial (``px`` = param_space["proxy"]), or None when the sweep's metric is not kNN."""
+    from macdiff_ray.tune.proxy import KnnProxy
+
+    if not px["enabled"]:
+        return None
+    return KnnProxy(cfg.data_dir, cfg.benchmark, cfg.num_frames, cfg.persons, k=px["k"],
+                    temperature=px["temperature"], every=px["every"], last_epoch=cfg.epochs,
+                    max_train=px["max_train"], seed=cfg.seed)
+
+
 def pretrain_trial(config: dict) -> None:
-    """Tune function trainable of ``kind: pretrain``. ``config`` = ``{"base", "params", "proxy"}`` (param_space)."""
+    """Tune function trainable of ``kind: pretrain``. ``config`` = ``{"base", "params", "proxy", "trial"}``
+    (param_space); ``trial["workers"]`` set: a Tune-over-Train trial (:func:`_train_trial`)."""
     import ray.tune
 
     from macdiff_ray.train import pretrain as pt
     from macdiff_ray.train.config import PretrainConfig
     from macdiff_ray.train.resources import trial_device
-    from macdiff_ray.tune.proxy import KnnProxy
 
     ctx = ray.tune.get_context()
+    trial = config.get("trial") or {}
+    if trial.get("workers"):
+        return _train_trial(config, ctx)
     trial_dir = ctx.get_trial_dir()
     base = dict(config["base"], output=str(Path(trial_dir) / "run"))
     if config.get("tracking"):  # MLflow: this trial's run is a child of the sweep's run
         base["tracking"] = dict(config["tracking"], run_name=f"trial {ctx.get_trial_id()}")
     cfg = build_config("pretrain", base, config["params"], where=f"trial {ctx.get_trial_id()}: ")
     assert isinstance(cfg, PretrainConfig)
-    px = config["proxy"]
-    proxy = None
-    if px["enabled"]:
-        proxy = KnnProxy(cfg.data_dir, cfg.benchmark, cfg.num_frames, cfg.persons, k=px["k"],
-                         temperature=px["temperature"], every=px["every"], last_epoch=cfg.epochs,
-                         max_train=px["max_train"], seed=cfg.seed)
+    proxy = _make_proxy(config["proxy"], cfg)
     # CUDA only if Ray gave this trial a GPU: Ray 2.60 shows every GPU to a zero-GPU trial too (issue 13, fix 5)
     device = trial_device(cfg.use_gpu, where=f"trial {ctx.get_trial_id()}: ")
     pt.set_trial_hooks(TrialHooks(pt.build_datasets(cfg), device, proxy))
@@ -122,6 +142,71 @@ def pretrain_trial(config: dict) -> None:
         pt.train_func(to_dict(cfg))  # the same function TorchTrainer runs on each worker
     finally:
         pt.set_trial_hooks(None)
+
+
+def trial_storage(runs: str, trial_id: str) -> str:
+    """Run directory (``PretrainConfig.output``, the Train run's ``storage_path``) of a Tune-over-Train trial."""
+    return storage.join(runs, trial_id)
+
+
+def _train_trial(config: dict, ctx: Any) -> None:
+    """A Tune-over-Train trial: the pretraining ``TorchTrainer`` of ``trial["workers"]`` workers, reporting to Tune
+    through ``TuneReportCallback`` (see the module docstring)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from macdiff_ray.train import pretrain as pt
+
+    trial, trial_id = config["trial"], ctx.get_trial_id()
+    where = f"trial {trial_id}: "
+    base = dict(config["base"], output=trial_storage(trial["runs"], trial_id), num_workers=trial["workers"],
+                cpus_per_worker=trial["cpu"])
+    if config.get("tracking"):
+        base["tracking"] = dict(config["tracking"], run_name=f"trial {trial_id}")
+    cfg = build_config("pretrain", base, config["params"], where=where)
+    if cfg.use_gpu == "yes" and trial["gpu"] <= 0:
+        raise ConfigError(f"{where}use_gpu 'yes' but tune.resources.gpu is 0")
+    use_gpu = trial["gpu"] > 0 and cfg.use_gpu != "no"
+    trainer = pt.build_trainer(
+        cfg, use_gpu=use_gpu, gpus_per_worker=trial["gpu"], name=f"{pt.RUN_NAME}_{trial_id}",
+        callbacks=[TuneReportCallback()], train_loop=train_trial_worker,
+        loop_config={"pretrain": to_dict(cfg), "proxy": config["proxy"]},
+    )
+    result = trainer.fit()  # restores from the run's committed checkpoint when the trial is resumed or restarted
+    if result.error is not None:
+        raise result.error
+
+
+class _WorkerExtras:
+    """``train.pretrain.set_worker_extras`` of a Tune-over-Train worker: quiet, and ``metrics`` (the kNN proxy
+    on rank 0) as extra per-epoch metrics."""
+
+    quiet = True
+
+    def __init__(self, metrics: Any = None):
+        self.metrics = metrics
+
+    def epoch_metrics(self, net: Any, epoch: int, device: Any) -> dict:
+        return self.metrics(net, epoch, device) if self.metrics is not None else {}
+
+
+def train_trial_worker(config: dict) -> dict:
+    """Ray Train worker function of a Tune-over-Train trial: ``train_func(config["pretrain"])`` with a quiet console
+    and, on rank 0 (whose report ``TuneReportCallback`` passes to Tune), the kNN proxy of ``config["proxy"]``."""
+    import ray.train
+
+    from macdiff_ray.train import pretrain as pt
+    from macdiff_ray.train.config import PretrainConfig
+    from macdiff_ray.tune.proxy import ProxyMetrics
+
+    metrics = None
+    if ray.train.get_context().get_world_rank() == 0:
+        proxy = _make_proxy(config["proxy"], from_dict(PretrainConfig, config["pretrain"]))
+        metrics = ProxyMetrics(proxy) if proxy is not None else None
+    pt.set_worker_extras(_WorkerExtras(metrics))
+    try:
+        return pt.train_func(config["pretrain"])
+    finally:
+        pt.set_worker_extras(None)
 
 
 def augment_trial(config: dict) -> None:
@@ -161,10 +246,15 @@ def _check_cpus(space: SearchSpace) -> None:
 
     total = float(ray.cluster_resources().get("CPU", 0.0))
     t = space.tune
-    used = t.max_concurrent * t.resources.cpu
+    workers = t.resources.workers or 1
+    # a Tune-over-Train trial's launcher takes 0.01 CPU where no node offers the launcher resource
+    launcher = 0.01 if t.resources.train_trial and "cpu" in launcher_resources() else 0.0
+    used = t.max_concurrent * (workers * t.resources.cpu + launcher)
     if space.kind == "pretrain" and total and used > total - 0.25:
+        per = (f"resources.workers {workers} x resources.cpu {t.resources.cpu:g}" if t.resources.train_trial
+               else f"resources.cpu {t.resources.cpu:g}")
         raise ConfigError(
-            f"tune: max_concurrent {t.max_concurrent} x resources.cpu {t.resources.cpu:g} = {used:g} of the "
+            f"tune: max_concurrent {t.max_concurrent} x {per} = {used:g} of the "
             f"cluster's {total:g} CPUs leaves under 0.25 CPU for the Ray Data read/transform tasks of the trials "
             "(they would hang); lower tune.max_concurrent or tune.resources.cpu"
         )
@@ -183,9 +273,22 @@ def _check_cpus(space: SearchSpace) -> None:
         from macdiff_ray.train.resources import gpu_supply
 
         supply = gpu_supply("GPU")
-        if t.resources.gpu > supply.capacity:
-            raise ConfigError(f"tune.resources.gpu: {t.resources.gpu:g} per trial but the cluster has "
+        if workers * t.resources.gpu > supply.capacity:
+            raise ConfigError(f"tune.resources.gpu: {workers * t.resources.gpu:g} per trial but the cluster has "
                               f"{supply.describe()}")
+
+
+def launcher_resources() -> dict:
+    """What a trial that only launches a ``TorchTrainer`` asks Tune for (Ray must be initialised): 1 of the head's
+    ``trial_launcher`` and no CPU where the cluster offers it (cluster.yaml: the head has 0 CPUs), else 0.01 CPU (a
+    Ray placement group refuses an all-zero bundle)."""
+    import ray
+
+    from macdiff_ray.train.resources import LAUNCHER_RESOURCE
+
+    if ray.cluster_resources().get(LAUNCHER_RESOURCE, 0) >= 1:
+        return {"cpu": 0, "gpu": 0, LAUNCHER_RESOURCE: 1}
+    return {"cpu": 0.01, "gpu": 0}
 
 
 def _trainable(space: SearchSpace):
@@ -193,19 +296,23 @@ def _trainable(space: SearchSpace):
 
     fn = pretrain_trial if space.kind == "pretrain" else augment_trial
     res = {"cpu": space.tune.resources.cpu, "gpu": space.tune.resources.gpu}
-    if space.kind == "augment":  # the fine-tuning TorchTrainer's workers take their own resources
-        res = {"cpu": 0.01, "gpu": 0}
+    if space.kind == "augment" or space.tune.resources.train_trial:
+        res = launcher_resources()  # the TorchTrainer's workers take their own resources
     return tune.with_resources(fn, res)
 
 
-def _param_space(space: SearchSpace, tracking: Optional[dict] = None) -> dict:
+def _param_space(space: SearchSpace, tracking: Optional[dict] = None, experiment: str = "") -> dict:
+    """``experiment``: the Tune experiment folder (``OUT/<name>``), parent of the Train trials' runs."""
     t = space.tune
+    r = t.resources
     return {
         "tracking": tracking,
         "base": space.base,
         "params": to_tune_space(space),
         "proxy": {"enabled": space.kind == "pretrain" and t.metric.startswith("knn"), "k": t.knn_k,
                   "temperature": t.knn_temperature, "every": t.proxy_every, "max_train": t.knn_max_train},
+        "trial": ({"workers": r.workers, "cpu": r.cpu, "gpu": r.gpu, "runs": storage.join(experiment, TRIAL_RUNS)}
+                  if r.train_trial else None),
     }
 
 
@@ -233,7 +340,7 @@ def build_tuner(space: SearchSpace, output: str, *, name: str = RUN_NAME, stop: 
         searcher = BasicVariantGenerator(random_state=t.search_seed, max_concurrent=t.max_concurrent)
     return tune.Tuner(
         _trainable(space),
-        param_space=_param_space(space, tracking),
+        param_space=_param_space(space, tracking, storage.join(absolute(output), name)),
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=searcher,
                                     num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent),
         run_config=tune.RunConfig(
@@ -362,7 +469,7 @@ def run_sweep(space: SearchSpace, output: str, *, resume: Literal["auto", "never
                 "use a new --output or the original space file"
             )
         tuner = tune.Tuner.restore(exp, trainable=_trainable(space), resume_unfinished=True,
-                                   resume_errored=True, param_space=_param_space(space, track))
+                                   resume_errored=True, param_space=_param_space(space, track, exp))
     else:
         write_json(record_path, _space_record(space))
         tuner = build_tuner(space, out, name=name, stop=stop,
