@@ -2,16 +2,20 @@
 
     python experiments/generate.py reconstruct --checkpoint CKPT --data DIR --benchmark B --output OUT \
         [--split test] [--num-samples N (0 = all)] [--frames 10,20,40] [--parts trunk,left_arm,...] \
-        [--condition visible|visible-all|zeroed|none] [--guidance W] [--steps 50] [--resample 1] [--eta 1.0] \
-        [--workers K] [--seed S]
+        [--condition auto|global|global-all|visible|visible-all|zeroed|none] [--guidance W] [--steps 50] \
+        [--resample 1] [--eta 1.0] [--no-native] [--workers K] [--seed S]
     python experiments/generate.py sample --checkpoint CKPT --data DIR --benchmark B --output OUT \
         [--classifier FINETUNE_CKPT] [--feature pooled|penultimate] [--num-samples 256] [--num-real 0] \
         [--steps 50] [--eta 1.0] [--workers K] [--seed S]
     python experiments/generate.py render --data DIR --output OUT [--benchmark B --split test | --samples NPY] \
         [--num-samples 4]
 
-``reconstruct`` writes OUT/results.json, OUT/reconstruction.md (MPJPE in mm: MacDiff inpainting, linear
-interpolation, training mean pose) and OUT/pictures/. ``sample`` writes OUT/results.json, OUT/generation.md (FID,
+``reconstruct`` writes OUT/results.json, OUT/reconstruction.md (MPJPE in mm at the model's frames and at the
+data's own frames: the model's reconstruction, linear interpolation, training mean pose) and OUT/pictures/. Its
+protocol follows the checkpoint (``--condition auto``, ``--guidance`` unset): a decoder fine-tuned by
+``finetune_decoder.py`` runs the paper's (global condition, RePaint-style inpainting, no guidance); a MacDiff
+pretraining checkpoint the ``visible`` condition with reconstruction guidance; ddim / mdm unconditional
+inpainting; mae its regression (mamp cannot reconstruct). The table names the protocol. ``sample`` writes OUT/results.json, OUT/generation.md (FID,
 KID, diversity, precision/recall incl. the real-vs-real reference row), OUT/samples.npy (metres) and
 OUT/pictures/. Without ``--classifier`` the features come from the generator checkpoint's own encoder, a
 labelled FALLBACK. ``--workers K`` spreads generation over K Ray actors (0: in this process); without RAY_ADDRESS
@@ -30,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.cli import parser  # noqa: E402
-from macdiff_ray.eval.generative import (  # noqa: E402
+from macdiff_ray.generate import (  # noqa: E402
     CLIP_X0, CONDITIONS, RECON_GUIDANCE, SAMPLE_ETA, ReconstructConfig, SampleConfig, config_from_args,
     render_sequences, run_reconstruct, run_sample,
 )
@@ -69,12 +73,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--num-samples", dest="num_samples", type=int, default=0, help="split samples (0 = all)")
     r.add_argument("--frames", type=_ints, default=[10, 20, 40], help="occluded frame counts, comma-separated")
     r.add_argument("--parts", type=_names, default=["trunk", "left_arm", "right_arm", "left_leg", "right_leg"])
-    r.add_argument("--condition", default="visible", choices=CONDITIONS,
-                   help="decoder condition: the encoder sees a fresh pretraining-sized draw of the observed tokens "
-                        "at every step (visible, default), every observed token (visible-all), the zero-filled "
-                        "input (zeroed), or nothing (none: z dropped)")
-    r.add_argument("--guidance", dest="recon_guidance", type=float, default=RECON_GUIDANCE,
-                   help="reconstruction-guidance weight (0: plain RePaint replacement)")
+    r.add_argument("--condition", default="auto", choices=CONDITIONS,
+                   help="decoder condition: auto (default: the checkpoint's protocol), global (z_global of a fresh "
+                        "pretraining-sized draw of the observed tokens: a fine-tuned decoder), global-all, visible "
+                        "(that draw as z_local + z_global: a pretraining checkpoint), visible-all (every observed "
+                        "token), zeroed (the zero-filled input), none (z dropped)")
+    r.add_argument("--guidance", dest="recon_guidance", type=float, default=None,
+                   help=f"reconstruction-guidance weight (0: plain RePaint replacement; default {RECON_GUIDANCE:g} "
+                        "under the visible condition, else 0)")
+    r.add_argument("--no-native", dest="native", action="store_false",
+                   help="skip the MPJPE on the data's own frames")
     r.add_argument("--resample", type=int, default=1, help="RePaint resampling per step")
     r.add_argument("--eta", type=float, default=1.0, help="DDIM eta of the inpainting steps")
 
@@ -139,7 +147,7 @@ def main(argv=None) -> dict:
     keys = ["checkpoint", "data_dir", "benchmark", "output", "split", "steps", "workers", "chunk_size", "seed",
             "num_samples", "eta"]
     if args.command == "reconstruct":
-        keys += ["frames", "parts", "condition", "resample", "recon_guidance"]
+        keys += ["frames", "parts", "condition", "resample", "recon_guidance", "native"]
         cls, run, table = ReconstructConfig, run_reconstruct, "reconstruction.md"
     else:
         keys += ["classifier", "feature", "num_real"]

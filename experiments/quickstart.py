@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     raw = run_linear_eval(from_dict(LinearEvalConfig, dict(probe, feature="raw", output=str(out / "linear_raw"))))
 
     say("[4/4] picture: a real sequence, its reconstruction, a generated one")
-    from macdiff_ray.eval.showcase import render_showcase
+    from macdiff_ray.generate.showcase import render_showcase
 
     pic = render_showcase(str(out / "pretrain"), str(data), "synthetic", out / "pictures" / "quickstart.png")
 

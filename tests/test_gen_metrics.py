@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from macdiff_ray.data.layouts import PART_NAMES, get_layout
-from macdiff_ray.eval import gen_metrics as gm
-from macdiff_ray.eval import occlusion as occ
+from macdiff_ray.generate import metrics as gm
+from macdiff_ray.generate import occlusion as occ
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Generative-task drivers (macdiff_ray.eval.generative) and classifier features (classifier_features).
+"""Generative-task drivers (macdiff_ray.generate) and classifier features (generate.features).
 
 Tiny randomly initialised models on the synthetic dataset: the numbers mean nothing, the plumbing and the
 invariants (known joints kept exactly, the right table rows, finite samples from 2 Ray actors) are checked.
@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 
 from macdiff_ray.config import ConfigError
-from macdiff_ray.eval.generative import (
-    ReconstructConfig, SampleConfig, draw_visible_subset, reconstruct_batch, run_chunks, run_reconstruct,
-    run_sample, visible_condition, visible_token_mask,
+from macdiff_ray.generate import ReconstructConfig, SampleConfig, run_reconstruct, run_sample
+from macdiff_ray.generate.inpainting import (
+    draw_visible_subset, reconstruct_batch, visible_condition, visible_token_mask,
 )
+from macdiff_ray.generate.workers import run_chunks
 
 T0 = 16  # frames of the tiny test checkpoint (save_random_checkpoint's default)
 
@@ -87,7 +88,7 @@ def test_draw_visible_subset_takes_min_k_of_the_visible_tokens():
 @pytest.mark.parametrize("condition,guidance", [("visible", 0.0), ("visible", 2.0), ("visible-all", 0.0),
                                                 ("zeroed", 0.0), ("none", 1.0)])
 def test_reconstruct_batch_keeps_known_entries_exactly(tiny_model, condition, guidance):
-    from macdiff_ray.eval.occlusion import random_frame_occlusion_masks
+    from macdiff_ray.generate.occlusion import random_frame_occlusion_masks
 
     model, schedule = tiny_model
     V = model.cfg.num_joints
@@ -110,7 +111,7 @@ def test_reconstruct_batch_keeps_known_entries_exactly(tiny_model, condition, gu
 def test_visible_condition_draws_pretraining_sized_subsets(tiny_model, monkeypatch):
     """'visible' shows the encoder at most K = num_visible observed tokens (the pretraining count), a fresh draw at
     every model call; 'visible-all' shows every observed token, the same at every call."""
-    import macdiff_ray.eval.generative as gen
+    import macdiff_ray.generate.inpainting as gen
 
     model, schedule = tiny_model
     V, k_model = model.cfg.num_joints, model.cfg.num_visible
@@ -183,8 +184,10 @@ def test_ray_workers_keep_known_and_sample_finite(ray_session, tiny_ckpt, synthe
     """2 Ray actors: inpainting keeps the known joints exactly; sampling returns N finite samples; the results do
     not depend on the number of workers (per-chunk seeds)."""
     from macdiff_ray.augment.pool import model_bundle
-    from macdiff_ray.eval.generative import _kill, _make_workers, chunk_seed
-    from macdiff_ray.eval.occlusion import part_occlusion_mask
+    from macdiff_ray.generate.common import chunk_seed
+    from macdiff_ray.generate.occlusion import part_occlusion_mask
+    from macdiff_ray.generate.workers import kill_workers as _kill
+    from macdiff_ray.generate.workers import make_workers as _make_workers
     from macdiff_ray.train.checkpoint import load_checkpoint
 
     bundle = model_bundle(load_checkpoint(tiny_ckpt))
@@ -241,7 +244,7 @@ def _finetune_ckpt(tiny_ckpt, directory):
 
 
 def test_classifier_features_sources_and_normalisation(tiny_ckpt, tmp_path):
-    from macdiff_ray.eval.classifier_features import load_feature_extractor
+    from macdiff_ray.generate.features import load_feature_extractor
 
     fb = load_feature_extractor(tiny_ckpt)
     assert fb.source == "pretrain-encoder-fallback" and fb.describe()["fallback"]

@@ -1,4 +1,4 @@
-"""The quickstart's picture (macdiff_ray.eval.showcase): three captioned rows (real, reconstruction, sample) in one
+"""The quickstart's picture (macdiff_ray.generate.showcase): three captioned rows (real, reconstruction, sample) in one
 PNG, and the reconstruction keeps every observed entry (its error is measured on the occluded frames only)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 from PIL import Image
 
 from macdiff_ray.augment import save_random_checkpoint
-from macdiff_ray.eval.showcase import render_showcase
+from macdiff_ray.generate.showcase import render_showcase
 
 
 def test_showcase_renders_three_rows(synthetic_prepared, tmp_path):

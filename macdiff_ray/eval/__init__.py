@@ -1,5 +1,4 @@
-"""Evaluation: linear probes, fine-tuning, reports and the generative-task metrics.
+"""Evaluation protocols: linear probes, kNN, fine-tuning (semi-supervised, transfer), the learning study and reports.
 
-``gen_metrics`` holds MPJPE, FID, KID, diversity and k-NN precision/recall (paper Sec. 4.4, Tables 5-6);
-``occlusion`` holds the frame/body-part occlusion masks (True = known) and the simple fill baselines.
+Generation with the decoder (reconstruction, sampling and their metrics) is :mod:`macdiff_ray.generate`.
 """

@@ -124,12 +124,12 @@ class MacDiff(nn.Module):
         z_index, or None = dropped condition)."""
         return self.decoder(x_t, t, z, z_index)
 
-    def regress(self, rows: torch.Tensor, index: Optional[torch.Tensor], shape: tuple) -> torch.Tensor:
-        """mae / mamp prediction from a condition (dense, or compact with ``index``): the decoder on a blank input
-        at t = 0; (N, T, V, C) coordinates (mae) or motion (mamp), in normalised units."""
-        n = shape[0]
-        blank = torch.zeros(shape, device=rows.device, dtype=rows.dtype)  # (N, T, V, C)
-        t0 = torch.zeros(n, dtype=torch.int64, device=rows.device)  # (N,)
+    def regress(self, rows: Optional[torch.Tensor], index: Optional[torch.Tensor], shape: tuple) -> torch.Tensor:
+        """mae / mamp prediction from a condition (dense, or compact with ``index``; None = dropped): the decoder on a
+        blank input at t = 0; (N, T, V, C) coordinates (mae) or motion (mamp), in normalised units."""
+        ref = rows if rows is not None else self.decoder.pred.weight
+        blank = torch.zeros(shape, device=ref.device, dtype=ref.dtype)  # (N, T, V, C)
+        t0 = torch.zeros(shape[0], dtype=torch.int64, device=ref.device)  # (N,)
         return self.decoder(blank, t0, rows, index)  # (N, T, V, C)
 
     def forward_loss(

@@ -1,7 +1,8 @@
 """Metrics for the generative tasks (paper Sec. 4.4, Tables 5 and 6).
 
 * Motion reconstruction: :func:`mpjpe`, the mean per-joint position error, in the data's units, optionally over
-  the occluded entries only.
+  the occluded entries only; :func:`native_mpjpe`, the same on the data's own frames (a reconstruction at the
+  model's T0 frames mapped back to the stored frame rate).
 * Unconditional generation: :func:`fid`, :func:`kid`, :func:`diversity` and :func:`precision_recall`, computed
   on features ``(N, D)`` of an action classifier trained on the same data (METHOD.md "Generative tasks").
 
@@ -18,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "mpjpe",
+    "native_mpjpe",
     "fid",
     "kid",
     "diversity",
@@ -114,6 +116,52 @@ def mpjpe(pred: Any, target: Any, mask: Any = None, *, known_mask: Any = None) -
     if n == 0:
         raise ValueError("mask selects no joint: MPJPE over an empty set is undefined")
     return float(err[m].sum() / n)
+
+
+def native_mpjpe(rec: Any, known: Any, native: Any, start: Any, crop_len: Any) -> dict:
+    """MPJPE at the data's own frame rate, for sequences the evaluation transform resampled to T0 frames.
+
+    The transform read native frames ``[start, start + crop_len)`` and resized them linearly to T0
+    (``data.transforms.crop_resize``, align_corners=False). Here each native frame i of that window is read back
+    from the T0 reconstruction at position ``(i + 0.5) T0 / crop_len - 0.5`` (linear, clamped) and compared with
+    the stored frame ``native[start + i]``. A native joint is scored when every T0 frame its read-back uses is
+    occluded for that joint (so frames at the border of a gap, half known, are not).
+
+    Args:
+        rec: (P, T0, V, C) reconstruction in metres; known: (P, T0, V, C) bool, True = observed (``occlusion.py``);
+        native: (P, T_max, V, C) stored coordinates in metres; start, crop_len: (P,) int windows.
+    Returns:
+        ``{"mpjpe": float (metres), "occluded_frames": mean over sequences of the native frames with every joint
+        scored (the gap length in native frames), "scored_joints": int}``. Raises ``ValueError`` if nothing is
+        scored.
+    """
+    rec = _as_float64(rec, "rec")
+    known_b = _as_bool(known, "known")
+    nat = _as_float64(native, "native")
+    start = np.asarray(start, np.int64).reshape(-1)
+    crop_len = np.asarray(crop_len, np.int64).reshape(-1)
+    P, T0 = rec.shape[:2]
+    if known_b.shape != rec.shape or nat.ndim != 4 or nat.shape[0] != P or nat.shape[2:] != rec.shape[2:]:
+        raise ValueError(f"native_mpjpe: rec {rec.shape}, known {known_b.shape}, native {nat.shape} do not fit")
+    if start.shape != (P,) or crop_len.shape != (P,) or (crop_len < 1).any() or (start + crop_len > nat.shape[1]).any():
+        raise ValueError("native_mpjpe: start/crop_len must be (P,) windows inside the stored frames")
+    occ = ~known_b.all(axis=-1)  # (P, T0, V) a joint counts as occluded when any coordinate is
+    total, count, frames = 0.0, 0, []
+    for p in range(P):
+        L = int(crop_len[p])
+        pos = np.clip((np.arange(L) + 0.5) * (T0 / L) - 0.5, 0.0, T0 - 1)  # (L,) read-back positions
+        j0 = np.floor(pos).astype(np.int64)  # (L,)
+        w = (pos - j0)[:, None, None]  # (L, 1, 1)
+        j1 = np.minimum(j0 + 1, T0 - 1)  # (L,)
+        back = rec[p, j0] * (1.0 - w) + rec[p, j1] * w  # (L, V, C)
+        scored = occ[p, j0] & (occ[p, j1] | (w[:, :, 0] == 0))  # (L, V)
+        err = np.linalg.norm(back - nat[p, start[p]:start[p] + L], axis=-1)  # (L, V)
+        total += float(err[scored].sum())
+        count += int(scored.sum())
+        frames.append(int(scored.all(axis=1).sum()))
+    if count == 0:
+        raise ValueError("native_mpjpe: no native joint is occluded in every T0 frame it is read from")
+    return {"mpjpe": total / count, "occluded_frames": float(np.mean(frames)), "scored_joints": count}
 
 
 # ----------------------------------------------------------------------------------------------------------------

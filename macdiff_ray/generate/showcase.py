@@ -1,7 +1,7 @@
 """One picture of what a pretrained MacDiff does (the quickstart's): a real test sequence, its reconstruction from a
 copy with a block of frames occluded, and an unconditional sample.
 
-It reuses the generative drivers' pieces (:mod:`macdiff_ray.eval.generative`): the same frozen-model worker, the
+It reuses the generative drivers' pieces (:mod:`macdiff_ray.generate`): the same frozen-model worker, the
 same reconstruction (``visible`` condition, reconstruction guidance, DDIM with eta 1) and sampling defaults, in
 this process (no Ray actors: one sequence). The MPJPE of the occluded frames is measured against the truth and
 against linear interpolation, so the caption states what the picture shows.
@@ -20,21 +20,23 @@ def render_showcase(checkpoint: str, data_dir: str, benchmark: str, path: str | 
                     steps: int = 25, seed: int = 0) -> dict[str, Any]:
     """Write the PNG at ``path``; returns ``{path, sample_id, occluded_frames, steps, macdiff_mm,
     linear_interp_mm}`` (MPJPE over the occluded frames, millimetres)."""
-    from macdiff_ray.eval.gen_metrics import mpjpe
-    from macdiff_ray.eval.generative import (
-        RECON_GUIDANCE, SAMPLE_ETA, GenerativeWorker, _load_generator, _persons, load_split,
-    )
-    from macdiff_ray.eval.occlusion import frame_occlusion_mask, linear_interpolation_fill
+    from macdiff_ray.generate.common import load_generator
+    from macdiff_ray.generate.data import load_split, persons_of
+    from macdiff_ray.generate.inpainting import RECON_GUIDANCE
+    from macdiff_ray.generate.metrics import mpjpe
+    from macdiff_ray.generate.occlusion import frame_occlusion_mask, linear_interpolation_fill
+    from macdiff_ray.generate.sampling import SAMPLE_ETA
+    from macdiff_ray.generate.workers import GenerativeWorker
     from macdiff_ray.viz.render import render_grid
 
-    bundle, _, layout, _ = _load_generator(checkpoint, data_dir)
+    bundle, _, layout, _ = load_generator(checkpoint, data_dir)
     worker = GenerativeWorker(bundle, num_threads=torch.get_num_threads())
     stats, mc = bundle["stats"], bundle["model_config"]
     T, V, C = int(mc["num_frames"]), int(mc["num_joints"]), int(mc["channels"])
     if not 1 <= occluded_frames < T:
         raise ValueError(f"occluded_frames: {occluded_frames} must be in [1, {T})")
     split = load_split(data_dir, benchmark, "test", stats=stats, num_frames=T, limit=1, seed=seed)
-    x = _persons(split)[0][:1]  # (1, T, V, C) normalised, the first present person
+    x = persons_of(split)[0][:1]  # (1, T, V, C) normalised, the first present person
     known = frame_occlusion_mask(T, V, C, occluded_frames, (T - occluded_frames) // 2)[None]  # (1, T, V, C)
     rec = worker.reconstruct(x, known, seed, "visible", steps, 1, SAMPLE_ETA,
                              recon_guidance=RECON_GUIDANCE)  # (1, T, V, C)
