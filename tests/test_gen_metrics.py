@@ -271,3 +271,24 @@ def test_mean_pose_fill_and_compute_mean_pose():
     np.testing.assert_array_equal(filled[:, :, other], x[:, :, other])
     with pytest.raises(ValueError, match="bool"):
         occ.mean_pose_fill(x, known.astype(float), mp)
+
+
+def test_native_mpjpe_reads_the_reconstruction_back_at_the_stored_frames():
+    """A sequence linear in time, stored at 8 frames and resampled to T0 = 16 (crop_resize): T0 frames 4-11
+    occluded cover native frames 2-5 (read back from T0 positions 2i + 0.5). A reconstruction 1 cm off on the gap
+    scores exactly 1 cm on those 4 native frames; the truth scores 0."""
+    from macdiff_ray.data.transforms import crop_resize
+
+    t = np.arange(8, dtype=np.float64)[:, None, None]  # (8, 1, 1)
+    native = (0.1 * t * np.ones((1, 2, 3)) + np.array([0.0, 1.0, 2.0])).astype(np.float32)[None]  # (1, 8, 2, 3)
+    x0 = crop_resize(native[:, None], np.array([0]), np.array([8]), 16)[:, 0]  # (1, 16, 2, 3)
+    known = np.ones_like(x0, dtype=bool)
+    known[:, 4:12] = False
+    truth = gm.native_mpjpe(x0, known, native, [0], [8])
+    assert truth["mpjpe"] == pytest.approx(0.0, abs=1e-6) and truth["occluded_frames"] == 4.0
+    off = x0.copy()
+    off[:, 4:12, :, 0] += 0.01
+    res = gm.native_mpjpe(off, known, native, [0], [8])
+    assert res["mpjpe"] == pytest.approx(0.01, rel=1e-4) and res["scored_joints"] == 4 * 2
+    with pytest.raises(ValueError, match="no native joint"):
+        gm.native_mpjpe(x0, np.ones_like(known), native, [0], [8])

@@ -166,11 +166,10 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
     bundle, manifest, layout, ckpt_info = load_generator(cfg.checkpoint, cfg.data_dir)
     method, finetuned = ckpt_info["method"], ckpt_info["decoder_finetune"]
     condition = resolve_condition(cfg.condition, method, finetuned)
-    guidance = cfg.recon_guidance if cfg.recon_guidance is not None else default_guidance(condition)
-    if method == "mae" and guidance:
+    if method == "mae" and cfg.recon_guidance:
         raise ConfigError("recon_guidance (--guidance): the mae baseline regresses in one pass; no guidance")
-    if method == "mae":
-        guidance = 0.0
+    guidance = 0.0 if method == "mae" else (
+        cfg.recon_guidance if cfg.recon_guidance is not None else default_guidance(condition))
     protocol = describe_protocol(method, condition, guidance, finetuned)
     stats = bundle["stats"]
     mc = bundle["model_config"]
