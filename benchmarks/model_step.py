@@ -24,27 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.diffusion import DiffusionConfig, make_schedule  # noqa: E402
 from macdiff_ray.model import PRESETS, MacDiff, count_parameters, model_preset  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """Measured FLOP/s of an n^3 matmul (2 n^3 FLOPs each), best of ``reps``."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+from macdiff_ray.train.perf import matmul_flops  # noqa: E402
+from macdiff_ray.train.perf import sync as _sync  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,15 +42,19 @@ class _Progress:
     """A progress bar on stderr (tqdm): ``prepare ucla: 34%|###   | 500/1484 [00:04<00:08, 123.4 file/s]``."""
 
     def __init__(self, label: str, total: int, enabled: bool):
-        from tqdm.auto import tqdm
+        self.bar = None
+        if enabled:  # tqdm only when drawn: a bare GPU box (benchmarks/gpu.py) may have torch and pyarrow only
+            from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=f"prepare {label}", unit="file", disable=not enabled, dynamic_ncols=True,
-                        mininterval=0.5)
+            self.bar = tqdm(total=total, desc=f"prepare {label}", unit="file", dynamic_ncols=True, mininterval=0.5)
 
     def update(self, done: int) -> None:
-        self.bar.update(done - self.bar.n)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
 
     def close(self, note: str = "") -> None:
+        if self.bar is None:
+            return
         if note:
             self.bar.set_postfix_str(note.strip(" ()"), refresh=True)
         self.bar.close()

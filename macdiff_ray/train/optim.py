@@ -48,9 +48,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`. ``lr`` is the peak (already batch-scaled) rate."""
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], *,
+                    fused: Optional[bool] = None) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`. ``lr`` is the peak (already batch-scaled) rate. ``fused=True``: torch's
+    single-kernel AdamW (CUDA/CPU), ``None``: torch's default implementation (foreach where supported)."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), fused=fused)
 
 
 class WarmupCosine:
