@@ -59,6 +59,7 @@ class StudyConfig:
     aug_t_start: int = 500
     recipe: Literal["auto", "paper", "small"] = "auto"
     curve_points: int = 5
+    eval_every: int = 10  # fine-tunes: test-split evaluation every k epochs and after the last (probes: every epoch)
     checkpoint_every: int = 25  # pretraining epochs between kept checkpoints (the learning curve's points)
     max_steps_per_epoch: Optional[int] = None  # smoke tests
     use_gpu: Literal["auto", "yes", "no"] = "auto"
@@ -71,7 +72,7 @@ class StudyConfig:
         if not self.seeds:
             raise ConfigError("StudyConfig.seeds: give at least one seed")
         for name in ("max_epochs", "probe_epochs", "finetune_epochs", "batch_size", "pretrain_batch_size",
-                     "checkpoint_every"):
+                     "checkpoint_every", "eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"StudyConfig.{name}: {getattr(self, name)!r} must be >= 1")
         if not self.budget_minutes > 0:
@@ -154,6 +155,7 @@ def _finetune(cfg: StudyConfig, name: str, num_frames: int, num_train: int, seed
     out = _row_dir(cfg, name)
     values = {**recipe_values(cfg.recipe, num_train), **_eval_common(cfg, num_frames),
               "epochs": cfg.finetune_epochs, "checkpoint_every": cfg.finetune_epochs, "seeds": list(seeds),
+              "eval_every": min(cfg.eval_every, cfg.finetune_epochs),
               "output": out, **kw}
     return _cached(out, lambda: run_finetune(from_dict(FinetuneConfig, values), quiet=True))
 
