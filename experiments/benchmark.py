@@ -4,6 +4,12 @@
     python experiments/benchmark.py model    --preset paper --batch-size 8 --threads 2  # pretraining step
     python experiments/benchmark.py pretrain [--data DIR]                             # Ray Train vs plain loop
     python experiments/benchmark.py augment  [--data DIR] [--actors 1 2]              # augmentation actors
+    python experiments/benchmark.py gpu      [--device cuda] [--data DIR --benchmark B] [--probe] --out F.json
+                                                                   # needs no Ray: matmul, step sweep, training run
+    python experiments/benchmark.py scale    [--sequences 114480] [--step tiny|none] [--keep] --out F.json
+                                                                   # NTU-120-sized data streamed, memory per process
+    python experiments/benchmark.py per-core [--data DIR --benchmark B] [--device cuda] --out F.json
+                                                                   # data path per CPU core: cpu vs device transforms
 
 Flags after the subcommand go to the script; ``python experiments/benchmark.py model --help`` lists them.
 """
@@ -19,6 +25,9 @@ SCRIPTS = {
     "model": "model_step.py",
     "pretrain": "pretrain_overhead.py",
     "augment": "augment_throughput.py",
+    "gpu": "gpu.py",
+    "scale": "scale.py",
+    "per-core": "data_per_core.py",
 }
 
 
@@ -27,7 +36,8 @@ def main(argv=None) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__)
         print("example:\n  python experiments/benchmark.py model --preset tiny --batch-size 64 --threads 2\n\n"
-              "outputs:\n  the measured figures on stdout (benchmarks write no files unless a script's --out says so)")
+              "outputs:\n  the measured figures on stdout (benchmarks write no files unless a script's --out says so: gpu, "
+              "scale and per-core write every figure as JSON there)")
         return 0
     if not argv or argv[0] not in SCRIPTS:
         print(__doc__)

@@ -1,0 +1,73 @@
+"""The issue-16 benchmark scripts at tiny sizes: figures are checked for presence, never for speed.
+
+- benchmarks/scale.py at a few hundred sequences: it generates NTU-style shards with a valid manifest, streams one
+  epoch through the Ray Data pipeline, reports samples/s and every process's peak memory, and deletes the data;
+- benchmarks/data_per_core.py --smoke-test: both paths (CPU transforms; decode only + device transforms), in
+  process and through Ray Data, and the cluster.yaml arithmetic.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scale_names_are_distinct_ntu_names():
+    scale = load_script("scale")
+    from macdiff_ray.data.benchmarks import parse_ntu_name
+
+    names = scale.sample_names(2000, seed=0)
+    assert len(set(names)) == 2000 and names == sorted(names)
+    metas = [parse_ntu_name(n) for n in names]
+    assert {m["label"] for m in metas} <= set(range(120)) and max(m["subject"] for m in metas) <= 106
+
+
+@pytest.mark.ray
+def test_scale_benchmark_small(ray_session, tmp_path):
+    scale = load_script("scale")
+    out = tmp_path / "scale.json"
+    work = tmp_path / "work"
+    r = scale.main(["--sequences", "300", "--shard-rows", "100", "--step", "none", "--batch-size", "16",
+                    "--num-frames", "32", "--workdir", str(work), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    d = r["dataset"]
+    assert d["sequences"] == 300 and d["shards"] == 3 and d["disk_bytes"] > 0
+    train = d["split_counts"]["train"]
+    assert 0 < train < 300 and d["split_counts"]["train"] + d["split_counts"]["test"] == 300
+    e = r["epoch"]
+    assert e["samples"] == (train // 16) * 16 and e["samples_per_s"] > 0
+    roles = {p["role"] for p in r["processes"]}
+    assert "driver" in roles and len(r["processes"]) > 1  # the Ray processes under this one are sampled too
+    assert all(p["hwm"] > 0 for p in r["processes"]) and r["peak_total_rss_bytes"] > 0
+    assert not (work / "ntu120_synthetic_300").exists()  # deleted without --keep
+
+
+@pytest.mark.ray
+def test_data_per_core_reports_both_paths(ray_session, tmp_path, capsys):
+    per_core = load_script("data_per_core")
+    out = tmp_path / "per_core.json"
+    r = per_core.main(["--smoke-test", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    for path in ("cpu transform", "decode only"):
+        s = r["summary"][path]
+        assert s["samples_per_cpu_s"] > 0 and s["samples_per_s_wall"] > 0 and s["ray_samples_per_s_per_cpu"] > 0
+        row = r["rounds"][0][path]
+        assert row["in_process"]["samples"] == row["ray"]["samples"] > 0  # the same split through both
+    assert r["device_transform"]["samples_per_s"] > 0
+    a = r["arithmetic"]
+    assert a["node"]["gpus"] >= 1 and a["data_cores_on_node"] > 0
+    assert {"cores_needed", "node_delivers", "keeps_up"} <= set(a["decode only"])
+    printed = capsys.readouterr().out
+    assert "cpu transform" in printed and "decode only" in printed and "arithmetic:" in printed
