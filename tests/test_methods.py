@@ -152,3 +152,25 @@ def test_a_checkpoint_from_before_the_method_field_is_macdiff(tmp_path):
         del state["model_config"][key]
     check_compatible(state, cfg, None)  # read as MacDiff with random masking: no refusal
     assert checkpoint_method(state) == "macdiff"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ddim", "mamp"])
+def test_baselines_pretrain_through_ray_train(method, ray_session, synthetic_prepared, tmp_path):
+    """The same run_pretrain (experiments/pretrain.py --method M) trains a baseline on 2 DDP workers (every
+    parameter takes part: DDP would fail otherwise); its checkpoint records the method; a re-run with another method
+    into the same run directory is refused."""
+    from macdiff_ray.train import PretrainConfig, run_pretrain
+
+    cfg = from_dict(PretrainConfig, dict(
+        data_dir=str(synthetic_prepared), benchmark="synthetic", preset="tiny", method=method, num_frames=16,
+        output=str(tmp_path / "run"), epochs=1, batch_size=16, num_workers=2, use_gpu="no", warmup_epochs=0.0,
+        max_steps_per_epoch=2, seed=0))
+    res = run_pretrain(cfg, quiet=True)
+    assert res["final_epoch"] == 1 and res["model_config"]["method"] == ("mamp" if method == "mamp" else "ddim")
+    state = load_checkpoint(cfg.output)
+    assert checkpoint_method(state) == method
+    assert any(k.startswith("encoder.") for k in state["model"]) == (method == "mamp")
+    with pytest.raises(ConfigError, match="method"):
+        run_pretrain(from_dict(PretrainConfig, dict(to_dict(cfg), method="macdiff", epochs=2)), quiet=True)

@@ -18,74 +18,12 @@ fraction of epoch time (``aug_stalled_fraction``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any
 
 from macdiff_ray.config import ConfigError, absolute_paths, replace
-from macdiff_ray.eval.probe import EvalCommon, run_protocol
+from macdiff_ray.eval.configs import FinetuneConfig  # noqa: F401  (re-exported: its home before eval/configs.py)
+from macdiff_ray.eval.probe import run_protocol
 from macdiff_ray.train.logging import join, write_json
-
-
-@dataclass(frozen=True)
-class FinetuneConfig(EvalCommon):
-    """Fine-tuning (defaults: METHOD.md). ``seeds`` empty = the single run ``seed``."""
-
-    lr: float = 3e-4
-    min_lr: float = 1e-5
-    warmup_epochs: float = 5.0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.8
-    drop_path: float = 0.3
-    head_dropout: float = 0.3
-    head: Literal["mlp", "bn_mlp"] = "mlp"  # bn_mlp: the released code's head (Linear 2048, BN, ReLU, Linear)
-    head_hidden: int = 0  # 0: max(encoder width, 256) for mlp, 2048 for bn_mlp
-    label_smoothing: float = 0.1
-    seeds: tuple[int, ...] = ()
-    # diffusion augmentation (built by macdiff_ray.augment.pool.build_augmenter)
-    augment: bool = False
-    t_start: int = 500
-    aug_ratio: float = 0.5
-    augment_actors: int = 1
-    # GPU share each augmentation actor reserves (0..1); None: 0.25 where the cluster has or can launch GPUs, else 0.
-    # On 1-GPU nodes whose trainer takes the whole GPU, 0.25 leaves the actors nowhere to go: set 0 (CPU actors) or
-    # give the trainer a fraction.
-    augment_gpu_share: Optional[float] = None
-    aug_condition: str = "masked"  # decoder condition of the augmentation: "masked" or "full" (augment.core)
-    # augmentation sources: "train" = cropped and rotated afresh per chunk like real batches; "eval" = one centre crop
-    aug_source_transform: Literal["train", "eval"] = "train"
-
-    def __post_init__(self) -> None:
-        self._check_common()
-        if self.augment_gpu_share is not None and not 0.0 <= self.augment_gpu_share <= 1.0:
-            raise ConfigError(f"FinetuneConfig.augment_gpu_share: {self.augment_gpu_share!r} must be in [0, 1]")
-        for f in ("lr", "min_lr"):
-            if not getattr(self, f) > 0:
-                raise ConfigError(f"FinetuneConfig.{f}: {getattr(self, f)!r} must be > 0")
-        if self.warmup_epochs < 0 or self.weight_decay < 0:
-            raise ConfigError("FinetuneConfig.warmup_epochs/weight_decay: must be >= 0")
-        if not 0 < self.layer_decay <= 1:
-            raise ConfigError(f"FinetuneConfig.layer_decay: {self.layer_decay!r} must be in (0, 1]")
-        for f in ("drop_path", "head_dropout", "label_smoothing"):
-            if not 0 <= getattr(self, f) < 1:
-                raise ConfigError(f"FinetuneConfig.{f}: {getattr(self, f)!r} must be in [0, 1)")
-        if self.head_hidden < 0:
-            raise ConfigError(f"FinetuneConfig.head_hidden: {self.head_hidden!r} must be >= 0")
-        if self.feature == "raw":
-            raise ConfigError("FinetuneConfig.feature: 'raw' has no encoder to fine-tune; use pooled or per_joint")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"FinetuneConfig.seeds: repeated seed in {list(self.seeds)}")
-        if self.augment:
-            if not self.checkpoint:
-                raise ConfigError("FinetuneConfig.augment: needs a pretrained checkpoint (its decoder generates)")
-            from macdiff_ray.augment.core import check_aug_condition
-
-            check_aug_condition(self.aug_condition, "FinetuneConfig.aug_condition (--aug-condition)")
-            if not 0 < self.t_start < 1000 or self.aug_ratio < 0 or self.augment_actors < 1:
-                raise ConfigError(f"FinetuneConfig: t_start {self.t_start} must be in (0, 1000), aug_ratio "
-                                  f"{self.aug_ratio} >= 0, augment_actors {self.augment_actors} >= 1")
-
-    def allows_scratch(self) -> bool:
-        return False
 
 
 def labeled_indices(cfg: FinetuneConfig):

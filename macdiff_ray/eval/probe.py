@@ -22,8 +22,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -32,116 +31,10 @@ from macdiff_ray import console
 from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
 from macdiff_ray.train import checkpoint as ckpt_lib
 from macdiff_ray.train.logging import RankZeroWriter, join, log, read_json, write_json
-from macdiff_ray.train.tracking import RunTracker, TrackingConfig, resolve_uri
+from macdiff_ray.eval.configs import EVAL_RESUMABLE, EvalCommon, FinetuneConfig, LinearEvalConfig  # noqa: F401
+from macdiff_ray.train.tracking import RunTracker, resolve_uri
 
 RUN_NAME = "checkpoints"
-EVAL_RESUMABLE = frozenset({"epochs", "num_workers", "use_gpu", "cpus_per_worker", "checkpoint_every",
-                            "keep_checkpoints", "max_failures", "data_dir", "output", "smoke_test", "eval_every",
-                            "materialize", "tracking"})
-
-
-@dataclass(frozen=True)
-class EvalCommon:
-    """Fields shared by every supervised protocol. ``batch_size`` is GLOBAL."""
-
-    data_dir: str = ""
-    benchmark: str = ""
-    num_frames: int = 120
-    checkpoint: Optional[str] = None  # checkpoint dir, .pt file, run dir or URI (resolve_checkpoint)
-    random_init: bool = False  # untrained encoder of `preset` (baseline)
-    preset: Optional[Literal["paper", "small", "tiny"]] = None
-    joint_map: Optional[str] = None  # JSON/YAML joint map for a transfer across layouts
-    feature: Literal["pooled", "per_joint", "raw"] = "pooled"
-    epochs: int = 100
-    batch_size: int = 128
-    augment_input: bool = True  # TrainTransform (random crop, rotation) on training batches; False = EvalTransform
-    labeled_fraction: Optional[float] = None  # class-stratified subset of the training split (semi-supervised)
-    subset_seed: int = 0
-    max_steps_per_epoch: Optional[int] = None
-    eval_every: int = 1
-    materialize: bool = False  # read the splits into the object store first (small datasets)
-    num_workers: int = 1
-    use_gpu: Literal["auto", "yes", "no"] = "auto"
-    cpus_per_worker: float = 0.5
-    output: str = ""
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    max_failures: int = 2
-    seed: int = 0
-    label: str = ""  # method name shown in reports (default: derived from the source)
-    smoke_test: bool = False
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (off by default; train/tracking.py)
-
-    def _check_common(self) -> None:
-        name = type(self).__name__
-        for f in ("num_frames", "epochs", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, f) < 1:
-                raise ConfigError(f"{name}.{f}: {getattr(self, f)!r} must be >= 1")
-        if self.num_workers < 0:
-            raise ConfigError(f"{name}.num_workers: {self.num_workers!r} must be >= 0 (0: in this process)")
-        if self.num_workers and self.batch_size % self.num_workers:
-            raise ConfigError(f"{name}.batch_size: {self.batch_size} (global) not divisible by "
-                              f"num_workers={self.num_workers}")
-        if self.labeled_fraction is not None and not 0.0 < self.labeled_fraction <= 1.0:
-            raise ConfigError(f"{name}.labeled_fraction: {self.labeled_fraction!r} must be in (0, 1]")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ConfigError(f"{name}.max_steps_per_epoch: {self.max_steps_per_epoch!r} must be >= 1 or null")
-        if not 0 < self.cpus_per_worker <= 64:
-            raise ConfigError(f"{name}.cpus_per_worker: {self.cpus_per_worker!r} must be in (0, 64]")
-        if self.feature == "raw":
-            if self.checkpoint or self.random_init:
-                raise ConfigError(f"{name}.feature: 'raw' probes coordinates; it takes neither checkpoint nor "
-                                  "random_init")
-        elif self.random_init:
-            if self.checkpoint:
-                raise ConfigError(f"{name}.random_init: true together with checkpoint {self.checkpoint!r}; "
-                                  "choose one")
-            if self.preset is None:
-                raise ConfigError(f"{name}.random_init: true needs preset (paper/small/tiny)")
-        elif not self.checkpoint and not self.allows_scratch():
-            raise ConfigError(f"{name}.checkpoint: empty; give --checkpoint, or --random-init --preset P, or "
-                              "--feature raw")
-        if self.joint_map and not self.checkpoint:
-            raise ConfigError(f"{name}.joint_map: only meaningful with a pretrained checkpoint (transfer)")
-
-    def allows_scratch(self) -> bool:
-        return False
-
-    @property
-    def source(self) -> str:
-        if self.feature == "raw":
-            return "raw"
-        return "random" if self.random_init else "checkpoint"
-
-
-@dataclass(frozen=True)
-class LinearEvalConfig(EvalCommon):
-    """Linear probe (METHOD.md): SGD lr 0.1, momentum 0.9, 100 epochs, cosine to 0."""
-
-    lr: float = 0.1
-    lr_scaling: Literal["linear", "none"] = "none"  # "linear": lr * batch_size / 256
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    # Frozen features computed once and reused by every epoch: `cache_views` passes over the training split (each
-    # with its own random crop and rotation when augment_input) and one over the test split. The head then trains
-    # on in-memory features, each epoch drawing one cached view per sample: the 100-epoch protocol costs
-    # `cache_views` encoder passes instead of 100. 0 = no cache (encode every batch of every epoch).
-    cache_views: int = 4
-
-    def __post_init__(self) -> None:
-        self._check_common()
-        if self.cache_views < 0:
-            raise ConfigError(f"LinearEvalConfig.cache_views: {self.cache_views!r} must be >= 0")
-        if not self.lr > 0:
-            raise ConfigError(f"LinearEvalConfig.lr: {self.lr!r} must be > 0")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"LinearEvalConfig.momentum: {self.momentum!r} must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise ConfigError(f"LinearEvalConfig.weight_decay: {self.weight_decay!r} must be >= 0")
-
-    @property
-    def effective_lr(self) -> float:
-        return self.lr * self.batch_size / 256 if self.lr_scaling == "linear" else self.lr
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -438,7 +331,7 @@ def train_func(config: dict) -> dict:
     from macdiff_ray.eval.features import ckpt_data_section, describe_eval_data
     from macdiff_ray.train.pretrain import report_epoch
 
-    cls = LinearEvalConfig if config["protocol"] == "linear" else _finetune_cls()
+    cls = LinearEvalConfig if config["protocol"] == "linear" else FinetuneConfig
     cfg = from_dict(cls, config["cfg"])
     augmenter = config.get("augmenter")
     ctx = ray.train.get_context()
@@ -597,12 +490,6 @@ def train_func(config: dict) -> dict:
             "aug_wait_total_s": aug_wait_total, "feature_cache_s": cache_s,
             "feature_cache_views": len(cache.views) if cache is not None else 0,
             "aug_stalled_fraction": aug_wait_total / max(1e-9, sum(h["epoch_time_s"] for h in history[-epochs_run:]))}
-
-
-def _finetune_cls():
-    from macdiff_ray.eval.finetune import FinetuneConfig
-
-    return FinetuneConfig
 
 
 # --------------------------------------------------------------------------------------------------------------
