@@ -1,7 +1,12 @@
 """A local cluster that behaves like the cloud one (tests/test_cluster_sim.py): Ray's fake multi-node autoscaler
-(``FakeMultiNodeProvider``, the provider behind ``ray.cluster_utils.AutoscalingCluster``) with a head that takes no work (0 CPUs) and one
+(``FakeMultiNodeProvider``, the provider behind ``ray.cluster_utils.AutoscalingCluster``) with a head that takes no
+work (0 CPUs; like cluster.yaml's head it offers only ``trial_launcher`` for the sweeps' trial launchers) and one
 worker node type that starts at zero, advertises a GPU-like resource (``accel``: no CUDA behind it) and is
 launched by demand; plus the S3 server of tests/s3_server.py, reached through the AWS variables of every node.
+
+Failure detection is tightened for the tests (a lost node is noticed in seconds, not half a minute): the GCS
+health-checks raylets every second and declares one dead after 3 failed checks (defaults 3 s and 5), and the
+autoscaler terminates a node whose heartbeats stopped 10 s ago (default 30 s), updating every second (default 5).
 
 Not ``AutoscalingCluster`` itself: its config generator needs a file the Ray 2.60 wheel lacks (below), and its
 ``start()`` runs ``ray stop --force`` first, which ends every Ray process on the machine
@@ -22,8 +27,15 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from macdiff_ray.train.resources import LAUNCHER_RESOURCE
+
 WORKER_TYPE = "sim.worker.accel"
 ACCEL = "accel"  # the GPU-like custom resource of the worker type
+LAUNCHERS = 16  # the head's trial_launcher resource, as in cluster.yaml
+
+# Environment of the head (GCS, raylet, monitor) and so of the worker nodes the monitor starts (see module docstring).
+FAST_FAILURE_DETECTION = {"AUTOSCALER_UPDATE_INTERVAL_S": "1", "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "10",
+                          "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 _PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
                "--metrics-export-port", "--runtime-env-agent-port", "--ray-client-server-port",
@@ -104,8 +116,10 @@ class SimCluster:
                          "use_node_id_as_ip": True},
             "head_node_type": "ray.head.default",
             "available_node_types": {
-                # the head takes no work: 0 CPUs for Train workers, Ray Data tasks and Tune trials
-                "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                # the head takes no work: 0 CPUs for Train workers, Ray Data tasks and CPU trials; it hosts the
+                # sweeps' trial launchers (macdiff_ray.train.resources.LAUNCHER_RESOURCE), as cluster.yaml's does
+                "ray.head.default": {"resources": {"CPU": 0, LAUNCHER_RESOURCE: LAUNCHERS}, "node_config": {},
+                                     "max_workers": 0},
                 WORKER_TYPE: {"resources": {"CPU": worker_cpus, ACCEL: 1,
                                             "object_store_memory": object_store_mb * 2 ** 20},
                               "node_config": {}, "min_workers": 0, "max_workers": max_workers},
@@ -137,10 +151,11 @@ class SimCluster:
         ray = str(Path(sys.executable).with_name("ray"))
         tests_dir = str(Path(__file__).resolve().parent)  # the monitor imports sim_provider from here
         pythonpath = os.pathsep.join(p for p in (tests_dir, self.env.get("PYTHONPATH", "")) if p)
-        env = dict(self.env, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", PYTHONPATH=pythonpath)
+        env = dict(self.env, RAY_FAKE_CLUSTER="1", PYTHONPATH=pythonpath, **FAST_FAILURE_DETECTION)
         self.head_log = open(self.workdir / "head.log", "ab")
         self.head = subprocess.Popen(
             [ray, "start", "--head", "--block", f"--autoscaling-config={self.config_path}", "--num-cpus=0",
+             f"--resources={json.dumps({LAUNCHER_RESOURCE: LAUNCHERS})}",
              f"--object-store-memory={self.object_store_mb * 2 ** 20}", "--include-dashboard=true",
              "--dashboard-host=127.0.0.1", "--disable-usage-stats",
              *(f"{k}={v}" for k, v in self.ports.items())],
