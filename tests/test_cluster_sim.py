@@ -179,10 +179,12 @@ def test_3_pretrain_from_bucket_kill_worker_node_and_resume(sim):
     node_id = first[0]["node_id"]
     committed = cluster.wait_for(lambda: _committed_epoch(f"{run}/checkpoints"), 900,
                                  "a committed checkpoint", every=POLL_S)
+    others = [n["node_id"] for n in cluster.alive_workers() if n["node_id"] != node_id]
     killed = cluster.kill_node(node_id)
     t_kill = time.monotonic()
+    # other_workers_alive_at_kill > 0: the autoscaler had already added a node, so no replacement had to start
     TIMELINE.update(committed_epoch_at_kill=committed, killed_pids=len(killed),
-                    kill_at_s=round(t_kill - t0, 1))
+                    kill_at_s=round(t_kill - t0, 1), other_workers_alive_at_kill=len(others))
     replacement = cluster.wait_for(lambda: [n for n in cluster.alive_workers() if n["node_id"] != node_id], 900,
                                    "a replacement worker node", every=POLL_S)
     TIMELINE["replacement_node_s"] = round(time.monotonic() - t_kill, 1)

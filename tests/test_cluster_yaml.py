@@ -343,7 +343,8 @@ def _drop_ecr_login(c):
         (_set(["available_node_types", "ray.head.cpu", "resources", "CPU"], 4), "must be 0"),
         (lambda c: c["available_node_types"]["ray.head.cpu"]["resources"].pop("CPU"), "must be 0"),
         (lambda c: c["available_node_types"]["ray.head.cpu"]["resources"].pop(LAUNCHER_RESOURCE), "trial launchers"),
-        (_set(["available_node_types", "ray.worker.gpu", "resources", LAUNCHER_RESOURCE], 4), "only the on-demand head"),
+        (_set(["available_node_types", "ray.worker.gpu", "resources", LAUNCHER_RESOURCE], 4),
+         "only the on-demand head"),
         (_set(["available_node_types", "ray.worker.gpu", "min_workers"], 1), "scale from 0"),
         (lambda c: c.pop("docker"), "no docker image"),
         (_docker(worker_image="rayproject/ray:2.60.0-py311-gpu"), "not the project's node image"),
@@ -391,7 +392,8 @@ def test_node_type_setup_override_is_honoured(cfg):
 def test_image_parts():
     assert image_parts("123.dkr.ecr.us-west-2.amazonaws.com/macdiff-ray:gpu-0.1.0") == (
         "123.dkr.ecr.us-west-2.amazonaws.com", "macdiff-ray", "gpu-0.1.0")
-    assert image_parts("localhost:5000/team/macdiff-ray:cpu-0.1.0") == ("localhost:5000", "team/macdiff-ray", "cpu-0.1.0")
+    assert image_parts("localhost:5000/team/macdiff-ray:cpu-0.1.0") == (
+        "localhost:5000", "team/macdiff-ray", "cpu-0.1.0")
     assert image_parts("rayproject/ray:2.60.0") == ("", "rayproject/ray", "2.60.0")
     assert image_parts("macdiff-ray") == ("", "macdiff-ray", "")
 

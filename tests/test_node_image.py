@@ -113,7 +113,8 @@ def check_dockerfile(dockerfile: str, constraints: str, pyproject: dict, dockeri
             if "whl/cpu" in cuda.group(1):
                 errors.append("TORCH_VARIANT=cuda installs the CPU torch build")
             if "whl/cpu" not in cpu.group(1):
-                errors.append("TORCH_VARIANT=cpu does not install the CPU torch build (multi-GB CUDA wheels on the head)")
+                errors.append("TORCH_VARIANT=cpu does not install the CPU torch build "
+                              "(multi-GB CUDA wheels on the head)")
     copied = " ".join(rest for word, rest in ins if word == "COPY")
     for part in ("pyproject.toml", "macdiff_ray"):
         if not re.search(rf"(^|\s){part}(\s|$)", copied):

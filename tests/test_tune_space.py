@@ -87,7 +87,8 @@ def test_train_trial_resources():
     """tune.resources.workers: N makes every trial an N-worker TorchTrainer; cpu/gpu are then per worker."""
     single = parse_space(_space(), "s.yaml").tune.resources
     assert not single.train_trial and single.workers is None
-    r = parse_space(_space(tune={"scheduler": "fifo", "resources": {"workers": 4, "cpu": 2, "gpu": 1}}), "s").tune.resources
+    space = _space(tune={"scheduler": "fifo", "resources": {"workers": 4, "cpu": 2, "gpu": 1}})
+    r = parse_space(space, "s").tune.resources
     assert r.train_trial and (r.workers, r.cpu, r.gpu) == (4, 2.0, 1.0)
     assert r.worker_overrides() == {"num_workers": 4, "cpus_per_worker": 2.0}
     with pytest.raises(ConfigError, match="workers"):

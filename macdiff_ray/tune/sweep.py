@@ -93,7 +93,8 @@ class TrialHooks:
 
     def epoch_metrics(self, net: Any, epoch: int, device: Any) -> dict:
         """The proxy on its epochs (and on a trial's first report, so ASHA always has a value); the last value
-        (with ``knn_epoch``, the epoch it was measured at) on the others (:class:`~macdiff_ray.tune.proxy.ProxyMetrics`)."""
+        (with ``knn_epoch``, the epoch it was measured at) on the others
+        (:class:`~macdiff_ray.tune.proxy.ProxyMetrics`)."""
         return self._proxy_metrics(net, epoch, device) if self._proxy_metrics is not None else {}
 
     def report(self, metrics: dict, checkpoint_dir: Optional[str], checkpoint_name: Optional[str]) -> None:
