@@ -1,6 +1,7 @@
 """Sweeps with a local 2-CPU Ray: a 4-trial ASHA sweep on NW-UCLA completes (early-stopped trials do not
 leak CPUs), an interrupted sweep resumes with Tuner.restore, the best config round-trips through
-experiments/pretrain.py --config, and a 2-trial augmentation sweep on synthetic data runs both trials."""
+experiments/pretrain.py --config, a 2-trial augmentation sweep on synthetic data runs both trials, and a
+Tune-over-Train trial (2 Train workers) reports rank 0's metrics to Tune and resumes from its committed checkpoint."""
 
 from __future__ import annotations
 
