@@ -10,7 +10,7 @@ import pytest
 
 from macdiff_ray.config import ConfigError, from_dict, replace
 from macdiff_ray.paper import TABLES, PaperConfig, run_all, smoke_overrides
-from macdiff_ray.paper.tables import _canonical, variant_overrides
+from macdiff_ray.paper.runs import _canonical, variant_overrides
 
 
 def test_variants_and_config():
