@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -250,9 +249,9 @@ def main(argv=None) -> dict:
             print(f"  {path:13s}: {p['cores_needed']:.1f} cores needed; the node's cores deliver "
                   f"{p['node_delivers']:.0f} samples/s -> {'keeps up' if p['keeps_up'] else 'does NOT keep up'}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"figures -> {args.out}")
+        from macdiff_ray.train.perf import write_figures
+
+        write_figures(args.out, result)
     return result
 
 

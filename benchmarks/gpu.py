@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -50,6 +49,7 @@ from macdiff_ray.train.loop import DiffusionLoss, train_epoch  # noqa: E402
 from macdiff_ray.train.optim import WarmupCosine, build_optimizer  # noqa: E402
 from macdiff_ray.train.perf import (  # noqa: E402
     SDPA_CHOICES, count_flops, matmul_flops, peak_memory_bytes, reset_peak_memory, rss_bytes, sdpa_backend, sync,
+    write_figures,
 )
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -357,9 +357,7 @@ def main(argv=None) -> dict:
     result["wall_time_s"] = time.perf_counter() - t_start
     print(f"done in {result['wall_time_s']:.0f} s; Ray modules imported: {result['ray_modules_imported'] or 'none'}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"figures -> {args.out}")
+        write_figures(args.out, result)
     return result
 
 

@@ -375,9 +375,9 @@ def main(argv=None) -> dict:
         print(f"  {r['role'][:60]:60s} pid {r['pid']:7d}: {r['hwm'] / 2**20:8.0f} MiB{share}")
     print(f"data {'kept at ' + str(data_dir) if args.keep else 'deleted'}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"figures -> {args.out}")
+        from macdiff_ray.train.perf import write_figures
+
+        write_figures(args.out, result)
     return result
 
 

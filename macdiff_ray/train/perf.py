@@ -95,3 +95,14 @@ def sdpa_backend(name: str):
     backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name]
     return sdpa_kernel([backend])
+
+
+def write_figures(out, result: dict) -> None:
+    """A benchmark's figures as indented JSON at ``out`` (a local path; its folder is created), and say where."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"figures -> {out}")
