@@ -17,6 +17,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# The session-wide Ray below is a local one that ends with the session: no placement-group cleaner per Train run
+# (macdiff_ray/train/runtime.py PG_CLEANER_ENV; about 12 s saved per fit).
+os.environ.setdefault("MACDIFF_TRAIN_PG_CLEANER", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MACDIFF_SHARED_DATA", REPO.parent / "shared" / "data"))

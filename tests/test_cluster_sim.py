@@ -291,6 +291,7 @@ def test_6_rerun_after_finish_retrains_nothing(sim):
     assert res["final_epoch"] == EPOCHS and res["final_loss"] == before["final_loss"]
     assert res["history"] == before["history"]
     assert res["attempts"][-1]["start_epoch"] == EPOCHS
+    assert res["attempts"][-1]["trained"] is False  # the re-run started no Train run (no worker node for it)
     assert _committed_epoch(f"{run}/checkpoints") == EPOCHS
 
 

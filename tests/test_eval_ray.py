@@ -55,7 +55,8 @@ def test_linear_probe_per_joint_from_checkpoint_and_random_init(ray_session, ucl
 def test_raw_linear_probe_resumes_from_its_checkpoint(ray_session, ucla_prepared, tmp_path):
     from macdiff_ray.eval.probe import LinearEvalConfig, run_linear_eval
 
-    cfg = _common(ucla_prepared, tmp_path / "raw", feature="raw")
+    cfg = _common(ucla_prepared, tmp_path / "raw", feature="raw", cache_views=1)  # one cached view: the resume is
+    # the point here, and each augmented view is a pass over the training split
     first = run_linear_eval(from_dict(LinearEvalConfig, cfg), quiet=True)
     assert first["start_epoch"] == 0 and len(first["history"]) == 1
     second = run_linear_eval(from_dict(LinearEvalConfig, dict(cfg, epochs=2)), quiet=True)

@@ -1,7 +1,7 @@
 """Ray Train pretraining integration tests on a local 2-CPU Ray, tiny preset, real NW-UCLA shards.
 
-One run directory is shared by the first three tests (train -> resume -> refusals) to keep the file short in
-wall time: every Train fit costs ~10 s of fixed start-up on 2 cores.
+One run directory is shared by every test (train with a killed worker -> re-run -> resume -> refusals) to keep the
+file short in wall time: every Train fit costs ~10 s of fixed start-up on 2 cores, and a worker restart more.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _cfg(data_dir, output, **kw) -> PretrainConfig:
     base = dict(
         data_dir=str(data_dir), benchmark="ucla-xview", preset="tiny", num_frames=32, output=str(output),
         epochs=4, batch_size=32, num_workers=2, use_gpu="no", lr=1e-3, lr_scaling="none", warmup_epochs=1.0,
-        max_steps_per_epoch=STEPS, checkpoint_every=2, keep_checkpoints=2, seed=0,
+        max_steps_per_epoch=STEPS, checkpoint_every=1, keep_checkpoints=2, seed=0,
     )
     base.update(kw)
     return from_dict(PretrainConfig, base)
@@ -39,8 +39,11 @@ def _cfg(data_dir, output, **kw) -> PretrainConfig:
 
 @pytest.fixture(scope="module")
 def first_run(ray_session, ucla_prepared, tmp_path_factory):
+    """4 epochs on 2 workers; rank 1 dies (os._exit) at the start of epoch 2, once, and Ray Train restarts the
+    worker group from the epoch-1 checkpoint."""
     run_dir = tmp_path_factory.mktemp("pretrain") / "run"
-    cfg = _cfg(ucla_prepared, run_dir)
+    cfg = _cfg(ucla_prepared, run_dir, fail_at_epoch=2, fail_rank=1, fail_once_marker=str(run_dir.parent / "fault"),
+               max_failures=1)
     return cfg, run_pretrain(cfg, quiet=True)
 
 
@@ -67,6 +70,26 @@ def test_two_workers_loss_goes_down(first_run):
     assert from_dict(PretrainConfig, ck["config"]) == cfg
 
 
+def test_killed_worker_is_restarted_from_checkpoint(first_run):
+    cfg, res = first_run
+    assert Path(cfg.fail_once_marker).is_file()  # the fault really fired (rank 1 os._exit at the start of epoch 2)
+    assert res["final_epoch"] == 4
+    assert res["start_epoch"] == 1  # the finishing attempt restored the epoch-1 checkpoint
+    # results.json keeps every attempt: the epoch of the killed attempt and the ones after the restart
+    assert res["resumed"] is True and res["num_resumes"] == 1
+    assert [(a["attempt"], a["start_epoch"]) for a in res["attempts"]] == [(1, 0), (2, 1)]
+    assert res["attempts"][0]["from_checkpoint"] is None
+    assert res["resumed_from"][0]["epoch"] == 1 and res["resumed_from"][0]["checkpoint"].endswith("epoch_00001")
+    # Re-running the finished command trains nothing and loses nothing (final_epoch was null before issue 13).
+    again = run_pretrain(cfg, quiet=True)
+    assert again["final_epoch"] == 4 and again["final_loss"] == res["final_loss"]
+    assert again["history"] == res["history"]
+    assert again["attempts"][-1]["start_epoch"] == 4 and again["num_resumes"] == 2
+    assert again["attempts"][-1]["trained"] is False  # no Ray Train run was started for it
+    assert json.loads((Path(cfg.output) / "results.json").read_text())["attempts"] == again["attempts"]
+    assert load_checkpoint(cfg.output)["step"] == 4 * STEPS
+
+
 def test_rerun_resumes_at_right_epoch_with_same_config(first_run):
     cfg, first = first_run
     more = replace(cfg, epochs=6)
@@ -85,7 +108,7 @@ def test_rerun_resumes_at_right_epoch_with_same_config(first_run):
     # only the newest `keep_checkpoints` remain (Ray CheckpointConfig.num_to_keep)
     kept = sorted(p.name for p in (find_latest_checkpoint(cfg.output).parent).iterdir()
                   if (p / "checkpoint.pt").is_file())
-    assert kept == ["epoch_00004", "epoch_00006"]
+    assert kept == ["epoch_00005", "epoch_00006"]
 
 
 def test_changed_model_config_or_mismatched_checkpoint_refused(first_run, tmp_path):
@@ -109,27 +132,3 @@ def test_changed_model_config_or_mismatched_checkpoint_refused(first_run, tmp_pa
         check_compatible(ck, None, get_layout("ntu25"))
     with pytest.raises(IncompatibleCheckpointError, match="num_joints"):
         check_compatible(ck, resolve_model_config(cfg, 25), None)
-
-
-def test_killed_worker_is_restarted_from_checkpoint(ray_session, ucla_prepared, tmp_path):
-    marker = tmp_path / "fault.marker"
-    cfg = _cfg(ucla_prepared, tmp_path / "run", epochs=2, max_steps_per_epoch=4, checkpoint_every=1,
-               fail_at_epoch=2, fail_rank=1, fail_once_marker=str(marker), max_failures=1)
-    res = run_pretrain(cfg, quiet=True)
-    assert marker.is_file()  # the fault really fired (rank 1 os._exit at the start of epoch 2)
-    assert res["final_epoch"] == 2
-    assert res["start_epoch"] == 1  # the finishing attempt restored the epoch-1 checkpoint
-    # results.json keeps every attempt: the epoch of the killed attempt and the one after the restart
-    assert [h["epoch"] for h in res["history"]] == [1, 2]
-    assert res["resumed"] is True and res["num_resumes"] == 1
-    assert [(a["attempt"], a["start_epoch"]) for a in res["attempts"]] == [(1, 0), (2, 1)]
-    assert res["attempts"][0]["from_checkpoint"] is None
-    assert res["resumed_from"][0]["epoch"] == 1 and res["resumed_from"][0]["checkpoint"].endswith("epoch_00001")
-    ck = load_checkpoint(cfg.output)
-    assert ck["epoch"] == 2 and ck["step"] == 2 * 4
-    # Re-running the finished command trains nothing and loses nothing (final_epoch was null before issue 13).
-    again = run_pretrain(cfg, quiet=True)
-    assert again["final_epoch"] == 2 and again["final_loss"] == res["final_loss"]
-    assert again["history"] == res["history"]
-    assert again["attempts"][-1]["start_epoch"] == 2 and again["num_resumes"] == 2
-    assert load_checkpoint(cfg.output)["step"] == 2 * 4

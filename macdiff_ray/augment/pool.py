@@ -407,6 +407,12 @@ class AugmentPool:
             pass
         self.replacements += 1
         self.actors[slot] = self._new_actor()
+        # the hang clock of a fresh actor starts once it is up: on a busy node its start (a Ray worker, torch, the
+        # model) can take longer than hang_timeout_s, and it must not be taken for hung itself
+        try:
+            ray.get(self.actors[slot].info.remote(), timeout=self.hang_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            pass  # not up within a whole timeout: its clock starts now, and a further stall replaces it again
         self._progress[slot] = time.monotonic()
         for t in self._tasks:
             if t.actor is dead:

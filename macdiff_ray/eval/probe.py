@@ -553,11 +553,11 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
     """Run (or resume) one linear/fine-tune run on Ray Train; writes and returns ``results.json``."""
     cfg = absolute_paths(cfg, "data_dir", "checkpoint", "joint_map", "output")
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     from macdiff_ray.data.pipeline import select_split
     from macdiff_ray.eval.features import describe_eval_data
-    from macdiff_ray.train.runtime import ingest_config, init_ray, resolve_use_gpu
+    from macdiff_ray.train.runtime import ingest_config, init_ray, resolve_use_gpu, trainer_class
 
     if not cfg.output:
         raise ConfigError(f"{type(cfg).__name__}.output: empty; give a run directory (--output)")
@@ -581,7 +581,7 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
     resources = {"CPU": cfg.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
+    trainer = trainer_class()(
         train_func,
         train_loop_config={"protocol": protocol, "cfg": to_dict(cfg), "augmenter": augmenter, "num_train": num_train},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

@@ -404,6 +404,31 @@ def check_resume(cfg: PretrainConfig, info: dict, model_cfg: Any) -> Optional[di
     return saved
 
 
+def _finished_run(cfg: PretrainConfig, saved: Optional[dict]) -> Optional[dict]:
+    """``results.json`` of a run that has already trained ``cfg.epochs`` epochs, and whose checkpoint Ray committed
+    last is that epoch's, with this re-run appended to its attempts (it trained nothing); None otherwise. Such a re-run
+    starts no Ray Train run, so a finished job submitted again launches no GPU node. A budgeted run always goes
+    through Train: its budget, not ``epochs``, says when it is done."""
+    if saved is None or cfg.budget_minutes is not None:
+        return None
+    previous = read_json(join(cfg.output, "results.json"))
+    if not previous or previous.get("final_epoch") != cfg.epochs:
+        return None
+    if ckpt_lib.committed_checkpoint_name(join(cfg.output, RUN_NAME)) != f"epoch_{cfg.epochs:05d}":
+        return None
+    attempts = list(previous.get("attempts", []))
+    attempts.append({"attempt": len(attempts) + 1, "start_epoch": cfg.epochs,
+                     "from_checkpoint": previous.get("checkpoint"), "started_unix": time.time(), "trained": False})
+    resumes = [a for a in attempts if a.get("from_checkpoint")]
+    results = dict(previous, config=to_dict(cfg), start_epoch=cfg.epochs, attempts=attempts,
+                   num_resumes=len(resumes), resumed=bool(resumes),
+                   resumed_from=[{"attempt": a["attempt"], "epoch": a["start_epoch"],
+                                  "checkpoint": a["from_checkpoint"]} for a in resumes])
+    write_json(join(cfg.output, "results.json"), results)
+    log.warning("pretraining: %s has trained all %d epochs already; nothing to do", cfg.output, cfg.epochs)
+    return results
+
+
 def _storage_path(output: str) -> str:
     return output if "://" in output else str(Path(output).resolve())
 
@@ -438,14 +463,14 @@ def build_trainer(
     ``name``, ``TuneReportCallback``, its worker function ``train_loop`` (which calls :func:`train_func`) with its
     ``loop_config``, and its GPU share per worker (``gpus_per_worker``, used when ``use_gpu``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
-    from macdiff_ray.train.runtime import ingest_config
+    from macdiff_ray.train.runtime import ingest_config, trainer_class
 
     resources = {"CPU": cfg.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = gpus_per_worker
-    return TorchTrainer(
+    return trainer_class()(
         train_loop or train_func,
         train_loop_config=loop_config if loop_config is not None else to_dict(cfg),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -484,6 +509,9 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     model_cfg = resolve_model_config(cfg, info["num_joints"])
     steps_per_epoch(cfg, info["num_train"])  # fails early if the batch exceeds the split
     saved = check_resume(cfg, info, model_cfg)
+    done = _finished_run(cfg, saved)
+    if done is not None:
+        return done
     init_ray(quiet=quiet)
     use_gpu = resolve_use_gpu(cfg.use_gpu, cfg.num_workers)
     gpu_decision = _gpu_decision_text(cfg.use_gpu, use_gpu)

@@ -23,9 +23,43 @@ TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 TRAIN_POLL_S = "0.2"
 
 
+# Ray Train V2 (2.60) gives every run a PlacementGroupCleaner actor, which polls the state API and removes the run's
+# placement group should the controller die without doing so. Stopping it at the end of the run waits for its
+# polling thread, about 12 s on this machine whatever the run did (a one-report fit: 27-28 s with it, 12-16 s
+# without, dashboard or not). On a local Ray that this driver started the cluster ends with the driver, so the
+# cleaner protects nothing there: init_ray's local branch sets this variable to "0" and trainer_class() leaves the
+# cleaner out. On a cluster joined through RAY_ADDRESS (ray job submit) the variable is unset and Ray's default
+# stays. A value the user exported wins.
+PG_CLEANER_ENV = "MACDIFF_TRAIN_PG_CLEANER"
+_TRAINER_CLASSES: dict = {}
+
+
 def worker_env(routed: dict[str, str]) -> dict[str, str]:
-    """The env_vars every Ray worker of this driver gets: the console routing flag and the Train poll interval."""
-    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S), **routed}
+    """The env_vars every Ray worker of this driver gets: the console routing flag, the Train poll interval and,
+    where set, the placement-group cleaner switch (trial processes build Train runs too)."""
+    extra = {PG_CLEANER_ENV: os.environ[PG_CLEANER_ENV]} if PG_CLEANER_ENV in os.environ else {}
+    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S), **extra, **routed}
+
+
+def trainer_class():
+    """``TorchTrainer``, or, where ``MACDIFF_TRAIN_PG_CLEANER`` is "0", a subclass without Ray Train's
+    placement-group cleaner (see PG_CLEANER_ENV above)."""
+    from ray.train.torch import TorchTrainer
+
+    if os.environ.get(PG_CLEANER_ENV, "1") != "0":
+        return TorchTrainer
+    if "local" not in _TRAINER_CLASSES:
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+        class LocalTorchTrainer(TorchTrainer):
+            """TorchTrainer for a local Ray that ends with its driver: no placement-group cleaner actor."""
+
+            def _create_default_callbacks(self):
+                return [c for c in super()._create_default_callbacks()
+                        if not isinstance(c, PlacementGroupCleanerCallback)]
+
+        _TRAINER_CLASSES["local"] = LocalTorchTrainer
+    return _TRAINER_CLASSES["local"]
 
 
 def init_ray(quiet: bool = False) -> str:
@@ -48,6 +82,7 @@ def init_ray(quiet: bool = False) -> str:
         console.attach()
         return "cluster"
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    os.environ.setdefault(PG_CLEANER_ENV, "0")  # a local Ray ends with this driver (see PG_CLEANER_ENV)
     ray.init(
         address="local",
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **worker_env(routed)}},
