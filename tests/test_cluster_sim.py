@@ -21,7 +21,8 @@ first time one of its workers needs it (``overwrite=True`` in Ray 2.60's working
 directory under a job driver that runs in it. Seen here as a driver's ``os.getcwd()`` failing with
 FileNotFoundError and an import failing mid-job. On a real cluster each node has its own disk.
 
-Steps share one cluster and run in file order; a failed step fails the ones after it.
+Steps share one cluster and run in file order; a failed step fails the ones after it. The tier is opt-in (about
+10 minutes on 2 cores by itself; pyproject's addopts deselect it): ``python -m pytest -q -m cluster``.
 """
 
 from __future__ import annotations

@@ -404,6 +404,14 @@ def check_resume(cfg: PretrainConfig, info: dict, model_cfg: Any) -> Optional[di
     return saved
 
 
+def _attempt_fields(attempts: list) -> dict:
+    """results.json's record of the attempts: the list, and which of them resumed from which checkpoint."""
+    resumes = [a for a in attempts if a.get("from_checkpoint")]
+    return {"attempts": attempts, "num_resumes": len(resumes), "resumed": bool(resumes),
+            "resumed_from": [{"attempt": a["attempt"], "epoch": a["start_epoch"], "checkpoint": a["from_checkpoint"]}
+                             for a in resumes]}
+
+
 def _finished_run(cfg: PretrainConfig, saved: Optional[dict]) -> Optional[dict]:
     """``results.json`` of a run that has already trained ``cfg.epochs`` epochs, and whose checkpoint Ray committed
     last is that epoch's, with this re-run appended to its attempts (it trained nothing); None otherwise. Such a re-run
@@ -419,11 +427,7 @@ def _finished_run(cfg: PretrainConfig, saved: Optional[dict]) -> Optional[dict]:
     attempts = list(previous.get("attempts", []))
     attempts.append({"attempt": len(attempts) + 1, "start_epoch": cfg.epochs,
                      "from_checkpoint": previous.get("checkpoint"), "started_unix": time.time(), "trained": False})
-    resumes = [a for a in attempts if a.get("from_checkpoint")]
-    results = dict(previous, config=to_dict(cfg), start_epoch=cfg.epochs, attempts=attempts,
-                   num_resumes=len(resumes), resumed=bool(resumes),
-                   resumed_from=[{"attempt": a["attempt"], "epoch": a["start_epoch"],
-                                  "checkpoint": a["from_checkpoint"]} for a in resumes])
+    results = dict(previous, config=to_dict(cfg), start_epoch=cfg.epochs, **_attempt_fields(attempts))
     write_json(join(cfg.output, "results.json"), results)
     log.warning("pretraining: %s has trained all %d epochs already; nothing to do", cfg.output, cfg.epochs)
     return results
@@ -533,8 +537,6 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
         history = [h for h in previous.get("history", []) if h.get("epoch", 0) < (first or start + 1)] + history
         if not final and history:
             final = dict(history[-1])
-    attempts = summary.get("attempts", [])
-    resumes = [a for a in attempts if a.get("from_checkpoint")]
     results = {
         "config": to_dict(cfg),
         "model_config": to_dict(model_cfg),
@@ -561,11 +563,7 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
                     "use_gpu_decision": gpu_decision},
         "start_epoch": summary.get("start_epoch"),
         # every attempt of this run: the first start, each restart by Ray Train after a failure, each re-run
-        "attempts": attempts,
-        "num_resumes": len(resumes),
-        "resumed": bool(resumes),
-        "resumed_from": [{"attempt": a["attempt"], "epoch": a["start_epoch"], "checkpoint": a["from_checkpoint"]}
-                         for a in resumes],
+        **_attempt_fields(summary.get("attempts", [])),
         "checkpoint": checkpoint_uri(result.checkpoint) if result.checkpoint is not None else None,
         "mlflow": ({"run_id": summary.get("mlflow_run_id"), "tracking_uri": resolve_uri(cfg.tracking, cfg.output),
                     "experiment": cfg.tracking.experiment} if cfg.tracking.mlflow else None),
