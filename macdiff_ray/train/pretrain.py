@@ -412,15 +412,12 @@ def _attempt_fields(attempts: list) -> dict:
                              for a in resumes]}
 
 
-def _finished_run(cfg: PretrainConfig, saved: Optional[dict]) -> Optional[dict]:
+def _finished_run(cfg: PretrainConfig, previous: Optional[dict]) -> Optional[dict]:
     """``results.json`` of a run that has already trained ``cfg.epochs`` epochs, and whose checkpoint Ray committed
     last is that epoch's, with this re-run appended to its attempts (it trained nothing); None otherwise. Such a re-run
     starts no Ray Train run, so a finished job submitted again launches no GPU node. A budgeted run always goes
     through Train: its budget, not ``epochs``, says when it is done."""
-    if saved is None or cfg.budget_minutes is not None:
-        return None
-    previous = read_json(join(cfg.output, "results.json"))
-    if not previous or previous.get("final_epoch") != cfg.epochs:
+    if cfg.budget_minutes is not None or not previous or previous.get("final_epoch") != cfg.epochs:
         return None
     if ckpt_lib.committed_checkpoint_name(join(cfg.output, RUN_NAME)) != f"epoch_{cfg.epochs:05d}":
         return None
@@ -513,7 +510,9 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     model_cfg = resolve_model_config(cfg, info["num_joints"])
     steps_per_epoch(cfg, info["num_train"])  # fails early if the batch exceeds the split
     saved = check_resume(cfg, info, model_cfg)
-    done = _finished_run(cfg, saved)
+    # the run directory's results so far (read once: the workers do not write it)
+    previous = read_json(join(cfg.output, "results.json")) if saved is not None else None
+    done = _finished_run(cfg, previous)
     if done is not None:
         return done
     init_ray(quiet=quiet)
@@ -529,7 +528,6 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
     history = summary.get("history", [])
     final = summary.get("final_metrics", {})
     throughput = [h["samples_per_s"] for h in history]
-    previous = read_json(join(cfg.output, "results.json")) if saved is not None else None
     start = summary.get("start_epoch") or 0
     first = history[0].get("epoch", 1) if history else None
     if previous and start > 0 and (first is None or first > 1):

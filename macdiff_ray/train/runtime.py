@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -31,7 +32,6 @@ TRAIN_POLL_S = "0.2"
 # cleaner out. On a cluster joined through RAY_ADDRESS (ray job submit) the variable is unset and Ray's default
 # stays. A value the user exported wins.
 PG_CLEANER_ENV = "MACDIFF_TRAIN_PG_CLEANER"
-_TRAINER_CLASSES: dict = {}
 
 
 def worker_env(routed: dict[str, str]) -> dict[str, str]:
@@ -46,20 +46,21 @@ def trainer_class():
     placement-group cleaner (see PG_CLEANER_ENV above)."""
     from ray.train.torch import TorchTrainer
 
-    if os.environ.get(PG_CLEANER_ENV, "1") != "0":
-        return TorchTrainer
-    if "local" not in _TRAINER_CLASSES:
-        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    return TorchTrainer if os.environ.get(PG_CLEANER_ENV, "1") != "0" else _local_trainer_class()
 
-        class LocalTorchTrainer(TorchTrainer):
-            """TorchTrainer for a local Ray that ends with its driver: no placement-group cleaner actor."""
 
-            def _create_default_callbacks(self):
-                return [c for c in super()._create_default_callbacks()
-                        if not isinstance(c, PlacementGroupCleanerCallback)]
+@functools.cache
+def _local_trainer_class():
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-        _TRAINER_CLASSES["local"] = LocalTorchTrainer
-    return _TRAINER_CLASSES["local"]
+    class LocalTorchTrainer(TorchTrainer):
+        """TorchTrainer for a local Ray that ends with its driver: no placement-group cleaner actor."""
+
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    return LocalTorchTrainer
 
 
 def init_ray(quiet: bool = False) -> str:
