@@ -5,9 +5,9 @@
     python benchmarks/model_step.py --preset paper --batch-size 64 --device cuda --bf16
 
 Prints measured figures only: samples/s after warm-up (median over timed steps), FLOPs per sample of one training
-step counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and attention; elementwise ops are not
-counted), the achieved FLOP/s, and that as a fraction of a 2048^3 fp32 (or bf16 with --bf16) matmul measured in
-the same run on the same device and thread count.
+step counted by ``train.perf.count_flops`` (FlopCounterMode: matmuls and attention, the latter counted under the
+math kernel; elementwise ops are not counted), the achieved FLOP/s, and that as a fraction of a 2048^3 fp32 (or bf16
+with --bf16) matmul measured in the same run on the same device and thread count.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.diffusion import DiffusionConfig, make_schedule  # noqa: E402
 from macdiff_ray.model import PRESETS, MacDiff, count_parameters, model_preset  # noqa: E402
-from macdiff_ray.train.perf import matmul_flops  # noqa: E402
+from macdiff_ray.train.perf import count_flops, matmul_flops  # noqa: E402
 from macdiff_ray.train.perf import sync as _sync  # noqa: E402
 
 
@@ -67,11 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         return out["loss"]
 
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc:
-        step()
-    flops_per_sample = fc.get_total_flops() / n
+    flops_per_sample = count_flops(step) / n  # attention included (math kernel while counting)
 
     for _ in range(args.warmup):
         step()

@@ -10,6 +10,10 @@
                                                                    # NTU-120-sized data streamed, memory per process
     python experiments/benchmark.py per-core [--data DIR --benchmark B] [--device cuda] --out F.json
                                                                    # data path per CPU core: cpu vs device transforms
+    python experiments/benchmark.py released --released-repo DIR [--batch-size 8 --threads 2 --rounds 3]
+                                                                   # ours vs the released code's step, interleaved
+    python experiments/benchmark.py precision [--data DIR --benchmark B --preset paper --num-frames 32] --out F.json
+                                                                   # bf16 vs fp32: same batches, both loss curves
 
 Flags after the subcommand go to the script; ``python experiments/benchmark.py model --help`` lists them.
 """
@@ -28,6 +32,8 @@ SCRIPTS = {
     "gpu": "gpu.py",
     "scale": "scale.py",
     "per-core": "data_per_core.py",
+    "released": "released_step.py",
+    "precision": "precision.py",
 }
 
 

@@ -7,8 +7,10 @@ Three tiers: fast unit tests (no fixture), real-data tests (``shared_data`` fixt
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -80,6 +82,40 @@ def synthetic_prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic") / "prepared"
     prepare_dataset("synthetic", None, out, progress=False, synthetic_options={"num_samples": 240, "num_classes": 6, "seed": 0})
     return out
+
+
+# The tracking tests' MLflow server, started in the background once collection has selected one of them
+# (tests/mlflow_server.py: its start-up costs about half a minute, which the tests before them then hide).
+MLFLOW_TESTS = "tests/test_console_tracking.py"
+_mlflow: Optional["object"] = None
+
+
+def pytest_collection_finish(session):
+    global _mlflow
+    if any(i.nodeid.startswith(MLFLOW_TESTS) for i in session.items) and importlib.util.find_spec("mlflow"):
+        from mlflow_server import MlflowServer
+
+        _mlflow = MlflowServer()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _mlflow is not None:
+        _mlflow.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """URL of a real MLflow tracking server on 127.0.0.1 (temp SQLite store and artifact folder)."""
+    pytest.importorskip("mlflow")
+    global _mlflow
+    if _mlflow is None:  # e.g. a test selected by a -k that collection did not see coming
+        from mlflow_server import MlflowServer
+
+        _mlflow = MlflowServer()
+    try:
+        return _mlflow.wait_ready()
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,7 +3,8 @@
 - benchmarks/scale.py at a few hundred sequences: it generates NTU-style shards with a valid manifest, streams one
   epoch through the Ray Data pipeline, reports samples/s and every process's peak memory, and deletes the data;
 - benchmarks/data_per_core.py --smoke-test: both paths (CPU transforms; decode only + device transforms), in
-  process and through Ray Data, and the cluster.yaml arithmetic.
+  process and through Ray Data, and the cluster.yaml arithmetic;
+- benchmarks/precision.py --smoke-test: both precisions train from the same weights on the same batches.
 """
 
 from __future__ import annotations
@@ -71,3 +72,33 @@ def test_data_per_core_reports_both_paths(ray_session, tmp_path, capsys):
     assert {"cores_needed", "node_delivers", "keeps_up"} <= set(a["decode only"])
     printed = capsys.readouterr().out
     assert "cpu transform" in printed and "decode only" in printed and "arithmetic:" in printed
+
+
+def test_precision_benchmark_trains_both_copies_on_the_same_batches(tmp_path):
+    precision = load_script("precision")
+    out = tmp_path / "precision.json"
+    res = precision.main(["--smoke-test", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["chunks"] == res["chunks"] and len(res["chunks"]) == 2  # 4 steps in chunks of 2
+    assert [c["step"] for c in res["chunks"]] == [2, 4]
+    for c in res["chunks"]:
+        for name in ("fp32", "bf16"):
+            assert c[name]["loss"] > 0 and c[name]["samples_per_s"] > 0
+    first = res["chunks"][0]
+    # same weights, batches, noise and masks: the first chunk differs only by bf16 rounding
+    assert first["bf16"]["loss"] == pytest.approx(first["fp32"]["loss"], rel=0.02)
+    assert res["bf16_over_fp32"] == pytest.approx(res["samples_per_s"]["bf16"] / res["samples_per_s"]["fp32"])
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_count_flops_includes_attention_on_the_cpu():
+    """FlopCounterMode counts the CPU's fused attention as 0; count_flops runs the call under the math kernel, so
+    attention's 4 N L^2 d multiply-adds (QK^T and AV, forward) are in the count."""
+    import torch
+
+    from macdiff_ray.train.perf import count_flops
+
+    n, heads, seq, dim = 2, 4, 64, 32
+    q = torch.randn(n, heads, seq, dim)
+    flops = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert flops == 2 * (2 * n * heads * seq * seq * dim)

@@ -1,17 +1,15 @@
 """What a user sees and keeps from a run, end to end in subprocesses (each its own local Ray, as a user runs it):
 the console (project lines and bars; Ray's internals in RUN_DIR/ray.log unless --verbose), TensorBoard event files
-read by TensorBoard's own reader, and MLflow tracking against a real ``mlflow server`` started here on localhost
-(params, per-epoch metrics, artifacts; a sweep's trials as child runs)."""
+read by TensorBoard's own reader, and MLflow tracking against a real ``mlflow server`` on localhost
+(params, per-epoch metrics, artifacts; a sweep's trials as child runs). The server comes from conftest.py
+(tests/mlflow_server.py), started in the background at collection."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,58 +29,58 @@ def _env() -> dict:
     return env
 
 
-def _run(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
+def _check(args: list[str], proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _run(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
+    return _check(args, subprocess.run([sys.executable, *args], cwd=REPO, env=_env(), capture_output=True,
+                                       text=True, timeout=timeout))
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server on 127.0.0.1 with a temp SQLite store and artifact folder."""
-    pytest.importorskip("mlflow")
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art")],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300  # a loaded 2-core box took over 2 minutes to serve /health
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
+class _Background:
+    """A subprocess started now and collected later, its output in files (a pipe could fill up and stall it)."""
+
+    def __init__(self, args: list[str], folder: Path) -> None:
+        self.args, self.folder = args, folder
+        self.out, self.err = open(folder / "stdout.txt", "w"), open(folder / "stderr.txt", "w")
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(), stdout=self.out,
+                                     stderr=self.err, text=True)
+
+    def result(self, timeout: int = 420) -> subprocess.CompletedProcess:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.out.close()
+            self.err.close()
+        return _check(self.args, subprocess.CompletedProcess(
+            self.args, code, (self.folder / "stdout.txt").read_text(), (self.folder / "stderr.txt").read_text()))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, mlflow_server):
-    """One smoke pretraining, default console, tracked on the local server."""
+def sweep_run(tmp_path_factory, mlflow_server):
+    """The smoke sweep (--verbose), tracked on the local server, started in the background as soon as the server
+    is up: it runs beside the smoke pretraining below, so the module waits for one local Ray's start-up instead of
+    two in a row."""
+    folder = tmp_path_factory.mktemp("sweep")
+    out = folder / "sweep"
+    run = _Background(["experiments/sweep.py", "--smoke-test", "--verbose", "--output", str(out), "--mlflow-uri",
+                       mlflow_server, "--mlflow-experiment", "test-sweep"], folder)
+    yield run, out
+    run.stop()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, mlflow_server, sweep_run):
+    """One smoke pretraining, default console, tracked on the local server (the sweep runs beside it)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
     proc = _run(["experiments/pretrain.py", "--smoke-test", "--output", str(out), "--mlflow-uri", mlflow_server,
                  "--mlflow-experiment", "test-pretrain"])
@@ -137,14 +135,13 @@ def test_mlflow_run_has_params_metrics_and_checkpoint(smoke_run, mlflow_server):
     assert "checkpoint/checkpoint.pt" in ckpt and "checkpoint/meta.json" in ckpt
 
 
-def test_sweep_trials_are_child_runs_and_verbose_console_shows_ray_internals(tmp_path, mlflow_server):
+def test_sweep_trials_are_child_runs_and_verbose_console_shows_ray_internals(sweep_run, mlflow_server):
     """The sweep runs with --verbose (one subprocess for both checks: each costs a local Ray's start-up): Ray's
     internals from the trials reach the console, and the project's own lines are still there."""
     from mlflow.tracking import MlflowClient
 
-    out = tmp_path / "sweep"
-    proc = _run(["experiments/sweep.py", "--smoke-test", "--verbose", "--output", str(out), "--mlflow-uri",
-                 mlflow_server, "--mlflow-experiment", "test-sweep"])
+    run, out = sweep_run
+    proc = run.result()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_trials"] == 2
     console = proc.stdout + proc.stderr

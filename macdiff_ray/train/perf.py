@@ -44,10 +44,15 @@ def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: 
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn`` counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions
-    and attention, forward and backward; elementwise ops are not counted)."""
+    and attention, forward and backward; elementwise ops are not counted).
+
+    The call runs with the math attention kernel: FlopCounterMode has no formula for the CPU's fused attention
+    (``_scaled_dot_product_flash_attention_for_cpu``) and counts it as 0, which left attention out of every CPU
+    count before 2026-12-02 (the ``paper`` step: 21.17 GFLOP per sample counted so, 29.94 with attention). The
+    math kernel does the same multiply-adds, so the count holds for the fused kernels too."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as fc:
+    with sdpa_backend("math"), FlopCounterMode(display=False) as fc:
         fn()
     return int(fc.get_total_flops())
 
