@@ -1,4 +1,5 @@
-"""Evaluation protocols end to end on tiny runs over real NW-UCLA data (local Ray, ``ray_session``)."""
+"""Evaluation protocols end to end on tiny runs over real NW-UCLA data (the raw probe's resume over the small
+synthetic set), on the local Ray (``ray_session``)."""
 
 from __future__ import annotations
 
@@ -52,11 +53,12 @@ def test_linear_probe_per_joint_from_checkpoint_and_random_init(ray_session, ucl
     assert res["history"][0]["train_samples"] == 64  # 2 steps x 32
 
 
-def test_raw_linear_probe_resumes_from_its_checkpoint(ray_session, ucla_prepared, tmp_path):
+def test_raw_linear_probe_resumes_from_its_checkpoint(ray_session, synthetic_prepared, tmp_path):
     from macdiff_ray.eval.probe import LinearEvalConfig, run_linear_eval
 
-    cfg = _common(ucla_prepared, tmp_path / "raw", feature="raw", cache_views=1)  # one cached view: the resume is
-    # the point here, and each augmented view is a pass over the training split
+    # The resume is the point here, not the data: the small synthetic set (120 training sequences, 2 steps of 32
+    # per epoch as on NW-UCLA) and one cached view (each augmented view is a pass over the training split).
+    cfg = dict(_common(synthetic_prepared, tmp_path / "raw", feature="raw", cache_views=1), benchmark="synthetic")
     first = run_linear_eval(from_dict(LinearEvalConfig, cfg), quiet=True)
     assert first["start_epoch"] == 0 and len(first["history"]) == 1
     second = run_linear_eval(from_dict(LinearEvalConfig, dict(cfg, epochs=2)), quiet=True)

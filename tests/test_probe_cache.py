@@ -85,7 +85,9 @@ def test_cached_probe_agrees_with_streaming_probe(ray_session, synthetic_prepare
 
     common = dict(data_dir=str(synthetic_prepared), benchmark="synthetic", num_frames=32, random_init=True,
                   preset="tiny", feature="per_joint", epochs=12, batch_size=16, augment_input=False,
-                  materialize=True, use_gpu="no", checkpoint_every=100, seed=3)
+                  materialize=True, use_gpu="no", checkpoint_every=100, seed=3,
+                  num_workers=0)  # Ray Train's local mode, as the study runs its probes: the cache is the point
+
     cached = run_linear_eval(from_dict(LinearEvalConfig, dict(common, cache_views=2, output=str(tmp_path / "c"))),
                              quiet=True)
     stream = run_linear_eval(from_dict(LinearEvalConfig, dict(common, cache_views=0, output=str(tmp_path / "s"))),
