@@ -281,6 +281,22 @@ class MemorySampler(threading.Thread):
 
 
 # ---------------------------------------------------------------------------------------------------- streaming
+def _train_count(data_dir: Path, benchmark: str) -> int:
+    from macdiff_ray.data.manifest import load_manifest
+
+    return int(load_manifest(str(data_dir))["split_counts"][benchmark]["train"])
+
+
+def _with_bar(batches, total_steps: int, desc: str):
+    """The batches, unchanged, with a progress bar of the epoch (batches and samples/s) on stderr."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total_steps, desc=desc, unit="batch", dynamic_ncols=True, mininterval=1.0) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(1)
+
+
 def stream_epoch(data_dir: Path, args: argparse.Namespace) -> dict:
     import torch
 
@@ -291,7 +307,9 @@ def stream_epoch(data_dir: Path, args: argparse.Namespace) -> dict:
     ds = make_dataset(data_dir, args.benchmark, "train", train=True, num_frames=args.num_frames, seed=args.seed,
                       persons="first")
     build_s = time.perf_counter() - t0
-    batches = iter_torch(ds, args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
+    batches = _with_bar(iter_torch(ds, args.batch_size, shuffle=True, drop_last=True, seed=args.seed),
+                        _train_count(data_dir, args.benchmark) // args.batch_size,
+                        f"epoch ({'data path only' if args.step == 'none' else args.step + ' step'})")
     t0 = time.perf_counter()
     if args.step == "none":
         samples = steps = 0
