@@ -9,6 +9,16 @@ cd "$(dirname "$0")/../.."
 python experiments/pretrain.py --config configs/ucla_tiny32_pretrain.json
 python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32 --num-frames 32 \
     --seeds 0 1 2 --finetune-epochs 50 --output runs/study_ucla
+# NW-UCLA, fifth session: the same budget pretrained inside the study (one core), then fine-tune and from-scratch
+# rows over three seeds on that checkpoint (curve_points 0: the learning curve is probed once, by the first study)
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --budget-minutes 57 --num-frames 32 \
+    --seeds 0 1 2 --rows probe probe_pooled probe_random probe_raw knn nn_raw --output runs/study_ucla60
+mkdir -p runs/cfg && echo '{"curve_points": 0}' > runs/cfg/nocurve.json
+for r in finetune:ft scratch:scratch; do  # row:output suffix (each ran on its own core, side by side)
+    python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/study_ucla60/pretrain \
+        --num-frames 32 --seeds 0 1 2 --finetune-epochs 50 --rows "${r%%:*}" --config runs/cfg/nocurve.json \
+        --output "runs/study_ucla60_${r##*:}"
+done
 # MSR Action3D and UTKinect: the probe rows, pretraining inside the study (frame count from the data's lengths)
 python experiments/study.py --data prepared/msr --benchmark msr-xsub --budget-minutes 20 --seeds 0 1 2 3 4 \
     --rows probe probe_pooled probe_random probe_raw knn nn_raw --output runs/study_msr

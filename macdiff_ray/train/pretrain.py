@@ -164,10 +164,26 @@ def _preemption_pending() -> bool:
     return get_info is not None and get_info() is not None
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU has native bf16 kernels (oneDNN's check: AVX512-BF16, AMX or AVX512 core)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_precision(cfg: PretrainConfig) -> str:
+    """``cfg.cpu_precision`` with "auto" resolved: bf16 for the ``paper`` preset where the CPU has native bf16
+    kernels (the only preset measured faster in bf16, with a matching loss curve), fp32 otherwise."""
+    if cfg.cpu_precision != "auto":
+        return cfg.cpu_precision
+    return "bf16" if cfg.preset == "paper" and cpu_bf16_native() else "fp32"
+
+
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
     """Autocast dtype of the forward pass: ``amp``/``amp_dtype`` on CUDA, ``cpu_precision`` on the CPU."""
     if device.type == "cpu":
-        return torch.bfloat16 if cfg.cpu_precision == "bf16" else None
+        return torch.bfloat16 if cpu_precision(cfg) == "bf16" else None
     if not cfg.amp or device.type != "cuda":
         return None
     return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
@@ -553,6 +569,8 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
         "num_workers": cfg.num_workers,
         "use_gpu": use_gpu,
         "device": summary.get("device"),
+        # the forward pass's autocast dtype on the workers (None: fp32), e.g. cpu_precision "auto" resolved there
+        "amp_dtype": summary.get("amp_dtype"),
         # which device each part ran on: the Train workers (torch device type), Ray Data's read/transform tasks
         # (CPU tasks), and what the GPU decision saw
         "devices": {"train_workers": summary.get("device"),
