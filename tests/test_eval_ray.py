@@ -43,8 +43,10 @@ def test_linear_probe_per_joint_from_checkpoint_and_random_init(ray_session, ucl
     from macdiff_ray.eval.probe import LinearEvalConfig, run_linear_eval
 
     run_dir, _ = ucla_ckpt
+    # Ray Train's local mode (num_workers=0), as the study runs its probes; the one-worker Train path is the raw
+    # probe's below
     res = run_linear_eval(from_dict(LinearEvalConfig, _common(ucla_prepared, tmp_path / "a", checkpoint=str(run_dir),
-                                                              feature="per_joint")), quiet=True)
+                                                              feature="per_joint", num_workers=0)), quiet=True)
     saved = json.loads((tmp_path / "a" / "results.json").read_text())
     for k in ("top1_last", "top1_best", "top5_last", "top5_best"):
         assert 0.0 <= saved[k] <= 1.0

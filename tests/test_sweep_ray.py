@@ -1,5 +1,6 @@
-"""Sweeps with a local 2-CPU Ray: a 4-trial ASHA sweep on NW-UCLA completes (early-stopped trials do not
-leak CPUs), an interrupted sweep resumes with Tuner.restore, the best config round-trips through
+"""Sweeps with a local 2-CPU Ray, on the small synthetic set (what a sweep does does not depend on the data; its
+kNN proxy then embeds 120 + 120 sequences instead of NW-UCLA's 200 + 464): a 4-trial ASHA sweep completes
+(early-stopped trials do not leak CPUs), an interrupted sweep resumes with Tuner.restore, the best config round-trips through
 experiments/pretrain.py --config, a 2-trial augmentation sweep on synthetic data runs both trials, and a
 Tune-over-Train trial (2 Train workers) reports rank 0's metrics to Tune and resumes from its committed checkpoint."""
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _space(data_dir, search, **tune):
     return parse_space({
         "kind": "pretrain",
-        "base": {"data_dir": str(data_dir), "benchmark": "ucla-xview", "preset": "tiny", "epochs": 2,
+        "base": {"data_dir": str(data_dir), "benchmark": "synthetic", "preset": "tiny", "epochs": 2,
                  "batch_size": 16, "max_steps_per_epoch": 2, "num_frames": 32, "warmup_epochs": 1.0,
                  "checkpoint_every": 1, "use_gpu": "no"},
         "search": search,
@@ -44,11 +45,11 @@ def _result_lines(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
-def test_four_trial_asha_sweep_and_best_config(ray_session, ucla_prepared, tmp_path):
+def test_four_trial_asha_sweep_and_best_config(ray_session, synthetic_prepared, tmp_path):
     from macdiff_ray.train.config import PretrainConfig
     from macdiff_ray.tune.sweep import run_sweep
 
-    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}, "model.dec_depth": {"grid": [2, 1]}},
+    space = _space(synthetic_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}, "model.dec_depth": {"grid": [2, 1]}},
                    scheduler="asha", grace_period=1, reduction_factor=2)
     out = tmp_path / "sweep"
     summary = run_sweep(space, str(out))
@@ -82,7 +83,7 @@ def test_four_trial_asha_sweep_and_best_config(ray_session, ucla_prepared, tmp_p
     assert isinstance(cfg, PretrainConfig)
     assert cfg.diffusion.tau == float(rows[0]["diffusion.tau"])
     assert cfg.model_overrides == {"dec_depth": int(rows[0]["model.dec_depth"])}
-    assert cfg.preset == "tiny" and cfg.data_dir == str(ucla_prepared) and cfg.output == str(tmp_path / "r")
+    assert cfg.preset == "tiny" and cfg.data_dir == str(synthetic_prepared) and cfg.output == str(tmp_path / "r")
     saved = json.loads((out / "best_config.json").read_text())
     assert from_dict(PretrainConfig, {**saved, "output": str(tmp_path / "r")}) == cfg
 
@@ -101,10 +102,10 @@ class _InterruptOnce(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_interrupted_sweep_resumes(ray_session, ucla_prepared, tmp_path):
+def test_interrupted_sweep_resumes(ray_session, synthetic_prepared, tmp_path):
     from macdiff_ray.tune.sweep import run_sweep
 
-    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}}, scheduler="fifo")
+    space = _space(synthetic_prepared, {"diffusion.tau": {"grid": [-1.0, 1.0]}}, scheduler="fifo")
     out = tmp_path / "sweep"
     # interrupted after 3 checkpointed epochs: trial 1 finished (2 epochs), trial 2 after its first epoch
     first = run_sweep(space, str(out), callbacks=[_InterruptOnce(3, tmp_path / "interrupted")])
@@ -114,7 +115,7 @@ def test_interrupted_sweep_resumes(ray_session, ucla_prepared, tmp_path):
     assert sum(len(v) for v in before.values()) >= 1
 
     with pytest.raises(ConfigError, match="another search space"):  # a resumed sweep must keep its space
-        run_sweep(_space(ucla_prepared, {"diffusion.tau": {"grid": [0.0]}}, scheduler="fifo"), str(out))
+        run_sweep(_space(synthetic_prepared, {"diffusion.tau": {"grid": [0.0]}}, scheduler="fifo"), str(out))
     with pytest.raises(ConfigError, match="already holds a sweep"):
         run_sweep(space, str(out), resume="never")
 
@@ -132,10 +133,10 @@ def test_interrupted_sweep_resumes(ray_session, ucla_prepared, tmp_path):
     assert (out / "best_config.json").is_file()
 
 
-def test_cpu_starvation_refused(ray_session, ucla_prepared, tmp_path):
+def test_cpu_starvation_refused(ray_session, synthetic_prepared, tmp_path):
     from macdiff_ray.tune.sweep import run_sweep
 
-    space = _space(ucla_prepared, {"diffusion.tau": {"grid": [0.0]}}, scheduler="fifo", max_concurrent=2)
+    space = _space(synthetic_prepared, {"diffusion.tau": {"grid": [0.0]}}, scheduler="fifo", max_concurrent=2)
     with pytest.raises(ConfigError, match="Ray Data"):
         run_sweep(space, str(tmp_path / "s"))
     assert not (tmp_path / "s" / "sweep").exists()

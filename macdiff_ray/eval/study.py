@@ -63,6 +63,9 @@ class StudyConfig:
     checkpoint_every: int = 25  # pretraining epochs between kept checkpoints (the learning curve's points)
     max_steps_per_epoch: Optional[int] = None  # smoke tests
     use_gpu: Literal["auto", "yes", "no"] = "auto"
+    # pretrain on Ray Train (the default: DDP, preemption, retries), or in this process (the framework-free loop;
+    # the smoke test's few steps, where a Train run's start-up would cost more than the training)
+    ray_train: bool = True
     smoke_test: bool = False
 
     def __post_init__(self) -> None:
@@ -99,7 +102,7 @@ def smoke_overrides() -> dict:
     """Seconds per row: two seeds, two-epoch protocols, a few pretraining steps (synthetic data)."""
     return {"budget_minutes": 0.3, "max_epochs": 3, "pretrain_batch_size": 16, "batch_size": 16, "seeds": [0, 1],
             "probe_epochs": 2, "finetune_epochs": 2, "semi_fractions": [0.5], "max_steps_per_epoch": 2,
-            "curve_points": 1, "checkpoint_every": 1, "num_frames": 32, "smoke_test": True}
+            "curve_points": 1, "checkpoint_every": 1, "num_frames": 32, "ray_train": False, "smoke_test": True}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -171,6 +174,7 @@ def aug_ratio(fraction: float) -> float:
 def _pretrain(cfg: StudyConfig, num_frames: int) -> tuple[str, dict]:
     """(run directory, its results.json): the given ``pretrained`` run, or a budgeted pretraining here."""
     from macdiff_ray.train import PretrainConfig, run_pretrain
+    from macdiff_ray.train.local import run_pretrain_local
 
     if cfg.pretrained:
         res = read_json(join(cfg.pretrained, "results.json"))
@@ -189,7 +193,7 @@ def _pretrain(cfg: StudyConfig, num_frames: int) -> tuple[str, dict]:
         "checkpoint_every": cfg.checkpoint_every, "keep_checkpoints": 10_000, "num_workers": 1,
         "use_gpu": cfg.use_gpu, "output": out, "max_steps_per_epoch": cfg.max_steps_per_epoch,
         "smoke_test": cfg.smoke_test})
-    return out, run_pretrain(pc, quiet=True)
+    return out, (run_pretrain(pc, quiet=True) if cfg.ray_train else run_pretrain_local(pc))
 
 
 def _checkpoint_epochs(run_dir: str) -> list[tuple[int, str]]:
