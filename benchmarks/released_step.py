@@ -42,7 +42,7 @@ from macdiff_ray.diffusion import DiffusionConfig, make_schedule  # noqa: E402
 from macdiff_ray.model import MacDiff, count_parameters, model_preset  # noqa: E402
 from macdiff_ray.train.config import PretrainConfig  # noqa: E402
 from macdiff_ray.train.optim import build_optimizer  # noqa: E402
-from macdiff_ray.train.perf import count_flops, matmul_flops, sdpa_backend  # noqa: E402
+from macdiff_ray.train.perf import count_flops, matmul_flops  # noqa: E402
 from macdiff_ray.train.perf import sync as _sync  # noqa: E402
 
 DEFAULT_RELEASED_CONFIG = "config/ntu60_xsub_joint/pretrain_madiff.yaml"
@@ -208,11 +208,10 @@ def main(argv: list[str] | None = None) -> None:
         theirs_model, theirs = build_theirs(repo, config, device, x, x_view, args.bf16, quiet())
         ours_params, theirs_params = count_parameters(ours_model), count_parameters(theirs_model)
 
-        # FlopCounterMode has no formula for the CPU's fused attention kernel (it counts 0 there); the math
-        # kernel runs attention as the two batched matmuls that the released code writes out, so both counts
-        # include attention alike. These two steps are not timed.
-        with sdpa_backend("math"):
-            ours_flops = count_flops(ours) / n
+        # count_flops runs the call under the math attention kernel (FlopCounterMode counts the CPU's fused kernel
+        # as 0), i.e. as the two batched matmuls that the released code writes out, so both counts include
+        # attention alike. These two steps are not timed.
+        ours_flops = count_flops(ours) / n
         with quiet():
             theirs_flops = count_flops(theirs) / n
         for _ in range(args.warmup):

@@ -84,18 +84,21 @@ def synthetic_prepared(tmp_path_factory):
     return out
 
 
-# The tracking tests' MLflow server, started in the background once collection has selected one of them
-# (tests/mlflow_server.py: its start-up costs about half a minute, which the tests before them then hide).
-MLFLOW_TESTS = "tests/test_console_tracking.py"
+# The tracking tests' MLflow server, started in the background once collection has selected a test that uses the
+# fixture (tests/mlflow_server.py: its start-up costs about half a minute, which the tests before them then hide).
 _mlflow: Optional["object"] = None
 
 
-def pytest_collection_finish(session):
+def _start_mlflow() -> None:
     global _mlflow
-    if any(i.nodeid.startswith(MLFLOW_TESTS) for i in session.items) and importlib.util.find_spec("mlflow"):
-        from mlflow_server import MlflowServer
+    from mlflow_server import MlflowServer
 
-        _mlflow = MlflowServer()
+    _mlflow = MlflowServer()
+
+
+def pytest_collection_finish(session):
+    if any("mlflow_server" in i.fixturenames for i in session.items) and importlib.util.find_spec("mlflow"):
+        _start_mlflow()
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -107,11 +110,8 @@ def pytest_sessionfinish(session, exitstatus):
 def mlflow_server():
     """URL of a real MLflow tracking server on 127.0.0.1 (temp SQLite store and artifact folder)."""
     pytest.importorskip("mlflow")
-    global _mlflow
-    if _mlflow is None:  # e.g. a test selected by a -k that collection did not see coming
-        from mlflow_server import MlflowServer
-
-        _mlflow = MlflowServer()
+    if _mlflow is None:  # collection saw no test that needs it (e.g. a plugin added one later)
+        _start_mlflow()
     try:
         return _mlflow.wait_ready()
     except RuntimeError as e:

@@ -9,6 +9,7 @@ launcher outlives its uvicorn worker by about 20 s on SIGTERM alone).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,6 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 
 def _free_port() -> int:
@@ -27,10 +27,11 @@ def _free_port() -> int:
 
 
 class MlflowServer:
-    """One server process: a temp SQLite store and artifact folder under ``root``."""
+    """One server process: a SQLite store and artifact folder in a temp folder of its own (``root``, removed by
+    :meth:`stop`)."""
 
-    def __init__(self, root: Optional[Path] = None) -> None:
-        self.root = Path(root or tempfile.mkdtemp(prefix="macdiff_mlflow_server_"))
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="macdiff_mlflow_server_"))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.root / "server.log"
@@ -73,3 +74,4 @@ class MlflowServer:
         except (ProcessLookupError, PermissionError):
             pass
         self._log.close()
+        shutil.rmtree(self.root, ignore_errors=True)  # the store, artifacts and log
