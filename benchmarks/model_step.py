@@ -3,11 +3,17 @@
     python benchmarks/model_step.py --preset paper --batch-size 8 --threads 2
     python benchmarks/model_step.py --preset tiny --batch-size 64 --threads 2
     python benchmarks/model_step.py --preset paper --batch-size 64 --device cuda --bf16
+    python benchmarks/model_step.py --preset paper --precision bf16 --cpu-bf16-attention bf16   # the A/B of the lever
 
 Prints measured figures only: samples/s after warm-up (median over timed steps), FLOPs per sample of one training
 step counted by ``train.perf.count_flops`` (FlopCounterMode: matmuls and attention, the latter counted under the
 math kernel; elementwise ops are not counted), the achieved FLOP/s, and that as a fraction of a 2048^3 fp32 (or bf16
-with --bf16) matmul measured in the same run on the same device and thread count.
+in bf16) matmul measured in the same run on the same device and thread count.
+
+Precision: ``--precision auto`` (the default) is what a pretraining run gets on the CPU (``cpu_precision: auto``,
+``train/pretrain.py``): bf16 autocast for ``paper`` on a CPU with native bf16 kernels, fp32 otherwise; ``--bf16`` is
+``--precision bf16``. Under CPU bf16, attention runs in float32 unless ``--cpu-bf16-attention bf16``
+(``model/layers.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.diffusion import DiffusionConfig, make_schedule  # noqa: E402
 from macdiff_ray.model import PRESETS, MacDiff, count_parameters, model_preset  # noqa: E402
+from macdiff_ray.model.layers import CPU_BF16_ATTENTION_CHOICES, set_cpu_bf16_attention  # noqa: E402
 from macdiff_ray.train.perf import count_flops, matmul_flops  # noqa: E402
 from macdiff_ray.train.perf import sync as _sync  # noqa: E402
 
@@ -34,7 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA or CPU)")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="auto: as pretraining on the CPU (bf16 for paper where the CPU has native bf16), fp32 on CUDA")
+    ap.add_argument("--bf16", action="store_true", help="same as --precision bf16 (CUDA or CPU)")
+    ap.add_argument("--cpu-bf16-attention", choices=CPU_BF16_ATTENTION_CHOICES, default="fp32",
+                    help="attention's dtype under CPU bf16 autocast (fp32: the default of training)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each Transformer block")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
@@ -43,6 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.bf16:
+        args.precision = "bf16"
+    if args.precision == "auto":
+        from macdiff_ray.train.pretrain import resolve_cpu_precision
+
+        args.precision = resolve_cpu_precision("auto", args.preset) if args.device == "cpu" else "fp32"
+    args.bf16 = args.precision == "bf16"
+    set_cpu_bf16_attention(args.cpu_bf16_attention)
     torch.manual_seed(0)
     device = torch.device(args.device)
     cfg = model_preset(args.preset, num_joints=args.num_joints, use_compile=args.compile)
@@ -86,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     peak = matmul_flops(device, amp_dtype if args.bf16 else torch.float32)
     achieved = flops_per_sample * sps
 
-    print(f"device={device} threads={args.threads} preset={args.preset} batch={n} bf16={args.bf16} "
+    print(f"device={device} threads={args.threads} preset={args.preset} batch={n} precision={args.precision} "
+          f"cpu_bf16_attention={args.cpu_bf16_attention} "
           f"compile={args.compile} V={cfg.num_joints} T={cfg.num_frames} L={cfg.num_tokens} K={cfg.num_visible}")
     print(f"params: encoder {count_parameters(model.encoder):,} decoder {count_parameters(model.decoder):,}")
     print(f"step time: median {med * 1e3:.1f} ms (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}) "

@@ -59,3 +59,17 @@ def test_checkpoint_uri_gives_the_scheme_back():
     assert checkpoint_uri(s3) == "s3://bucket/run/checkpoints/epoch_00002"
     local = types.SimpleNamespace(path="/r/checkpoints/epoch_00001", filesystem=pafs.LocalFileSystem())
     assert checkpoint_uri(local) == "/r/checkpoints/epoch_00001"
+
+
+def test_merged_attempts_keep_a_rerun_that_trained_nothing():
+    """A no-op re-run is recorded only in results.json; the run extended after it keeps it on record, in order."""
+    from macdiff_ray.train.pretrain import _merge_attempts
+
+    first, restart = {"attempt": 1, "start_epoch": 0, "started_unix": 10.0}, {"attempt": 2, "start_epoch": 1,
+                                                                              "started_unix": 20.0}
+    noop = {"attempt": 3, "start_epoch": 4, "started_unix": 30.0, "trained": False}
+    extend = {"attempt": 3, "start_epoch": 4, "started_unix": 40.0}  # the checkpoint numbers it after attempt 2
+    merged = _merge_attempts([first, restart, extend], {"attempts": [first, restart, noop]})
+    assert [(a["attempt"], a["started_unix"], a.get("trained", True)) for a in merged] == [
+        (1, 10.0, True), (2, 20.0, True), (3, 30.0, False), (4, 40.0, True)]
+    assert _merge_attempts([first], None) == [first]  # a fresh run: nothing to add

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from macdiff_ray.config import ConfigError, from_dict, replace, to_dict
 from macdiff_ray.diffusion import DiffusionConfig, make_schedule
@@ -312,3 +313,30 @@ def test_drop_path_only_in_training():
     a = enc.pooled(x)
     torch.manual_seed(1)
     assert not torch.allclose(a, enc.pooled(x))
+
+
+def test_attention_runs_in_float32_under_cpu_bf16_autocast():
+    """The CPU bf16 path computes attention in float32 (returned in bf16); "bf16" leaves torch's bf16 kernel."""
+    from macdiff_ray.model import layers
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 60, 16, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    in_fp32 = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16()  # (2, 4, 60, 16)
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    out, err = {}, {}
+    for mode in ("fp32", "bf16"):
+        before = layers.set_cpu_bf16_attention(mode)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out[mode] = layers.attention(q, k, v)
+            (grad,) = torch.autograd.grad(out[mode].float().sum(), [q])
+            assert grad.dtype == torch.bfloat16 and torch.isfinite(grad).all()
+        finally:
+            layers.set_cpu_bf16_attention(before)
+        assert out[mode].dtype == torch.bfloat16 and out[mode].shape == q.shape
+        err[mode] = float((out[mode].double() - exact).abs().mean())
+    assert torch.equal(out["fp32"], in_fp32)  # float32 attention, one rounding of its output
+    assert not torch.equal(out["bf16"], in_fp32)  # torch's bf16 kernel: rounded inside too
+    assert err["fp32"] < err["bf16"], err  # measured 2.2e-4 against 3.1e-4
+    with pytest.raises(ValueError, match="fp16"):
+        layers.set_cpu_bf16_attention("fp16")

@@ -98,6 +98,10 @@ def test_rerun_resumes_at_right_epoch_with_same_config(first_run):
     # results.json keeps the first attempt's epochs and appends the resumed ones
     assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4, 5, 6]
     assert res["history"][:4] == first["history"]
+    # every attempt stays on record, the earlier re-run that trained nothing included, in the order they started
+    assert [(a["attempt"], a["start_epoch"], a.get("trained", True)) for a in res["attempts"]] == [
+        (1, 0, True), (2, 1, True), (3, 4, False), (4, 4, True)]
+    assert res["num_resumes"] == 3 and [r["attempt"] for r in res["resumed_from"]] == [2, 3, 4]
     ck = load_checkpoint(cfg.output)
     assert ck["epoch"] == 6 and ck["step"] == 6 * STEPS
     assert {k: v for k, v in ck["config"].items() if k != "epochs"} == {

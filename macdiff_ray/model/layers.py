@@ -99,8 +99,35 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))  # (..., D)
 
 
+# Under bf16 autocast on the CPU, attention itself runs in float32 ("fp32"), the projections around it in bf16. The
+# CPU flash kernel is no faster in bf16 than in fp32 (its backward was 44% of a bf16 `paper` step), so bf16 there
+# only loses precision; measured (README, issue 16): a `paper` step at batch 8 runs 1.2x faster this way. "bf16"
+# leaves torch's autocast choice, for benchmarks (`benchmarks/model_step.py --cpu-bf16-attention bf16`).
+CPU_BF16_ATTENTION_CHOICES = ("fp32", "bf16")
+_cpu_bf16_attention = "fp32"
+
+
+def set_cpu_bf16_attention(mode: str) -> str:
+    """Set how attention runs under CPU bf16 autocast (``fp32`` or ``bf16``); returns the previous setting."""
+    global _cpu_bf16_attention
+    if mode not in CPU_BF16_ATTENTION_CHOICES:
+        raise ValueError(f"cpu bf16 attention: {mode!r} is not one of {list(CPU_BF16_ATTENTION_CHOICES)}")
+    previous, _cpu_bf16_attention = _cpu_bf16_attention, mode
+    return previous
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` of ``(N, H, L, Dh)`` tensors, in float32 for bf16 inputs on the CPU (see
+    :data:`CPU_BF16_ATTENTION_CHOICES`); the output has the inputs' dtype."""
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and _cpu_bf16_attention == "fp32":
+        with torch.autocast("cpu", enabled=False):  # autocast would cast the float32 inputs back to bf16
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (fused kernels on CPU and CUDA)."""
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (fused kernels on CPU and CUDA; float32
+    under bf16 autocast on the CPU, :func:`attention`)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -112,7 +139,7 @@ class Attention(nn.Module):
         n, l, d = x.shape
         qkv = self.qkv(x).reshape(n, l, 3, self.heads, d // self.heads)  # (N, L, 3, H, Dh)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (N, H, L, Dh)
-        o = F.scaled_dot_product_attention(q, k, v)  # (N, H, L, Dh)
+        o = attention(q, k, v)  # (N, H, L, Dh)
         return self.proj(o.transpose(1, 2).reshape(n, l, d))  # (N, L, D)
 
 

@@ -172,12 +172,17 @@ def cpu_bf16_native() -> bool:
         return False
 
 
-def cpu_precision(cfg: PretrainConfig) -> str:
-    """``cfg.cpu_precision`` with "auto" resolved: bf16 for the ``paper`` preset where the CPU has native bf16
+def resolve_cpu_precision(choice: str, preset: str) -> str:
+    """A CPU precision setting with "auto" resolved: bf16 for the ``paper`` preset where the CPU has native bf16
     kernels (the only preset measured faster in bf16, with a matching loss curve), fp32 otherwise."""
-    if cfg.cpu_precision != "auto":
-        return cfg.cpu_precision
-    return "bf16" if cfg.preset == "paper" and cpu_bf16_native() else "fp32"
+    if choice != "auto":
+        return choice
+    return "bf16" if preset == "paper" and cpu_bf16_native() else "fp32"
+
+
+def cpu_precision(cfg: PretrainConfig) -> str:
+    """``cfg.cpu_precision`` resolved (:func:`resolve_cpu_precision`)."""
+    return resolve_cpu_precision(cfg.cpu_precision, cfg.preset)
 
 
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
@@ -428,6 +433,17 @@ def _attempt_fields(attempts: list) -> dict:
                              for a in resumes]}
 
 
+def _merge_attempts(trained: list, previous: Optional[dict]) -> list:
+    """The attempts of a run that trained: those its checkpoint carried (``trained``), plus the re-runs that trained
+    nothing, which only results.json records (:func:`_finished_run` starts no worker, so no checkpoint holds them),
+    in the order they started and numbered again from 1."""
+    seen = {a.get("started_unix") for a in trained}
+    idle = [a for a in (previous or {}).get("attempts", [])
+            if a.get("trained") is False and a.get("started_unix") not in seen]
+    merged = sorted(list(trained) + idle, key=lambda a: a.get("started_unix") or 0.0)
+    return [dict(a, attempt=i + 1) for i, a in enumerate(merged)]
+
+
 def _finished_run(cfg: PretrainConfig, previous: Optional[dict]) -> Optional[dict]:
     """``results.json`` of a run that has already trained ``cfg.epochs`` epochs, and whose checkpoint Ray committed
     last is that epoch's, with this re-run appended to its attempts (it trained nothing); None otherwise. Such a re-run
@@ -579,7 +595,7 @@ def run_pretrain(cfg: PretrainConfig, *, quiet: bool = False) -> dict:
                     "use_gpu_decision": gpu_decision},
         "start_epoch": summary.get("start_epoch"),
         # every attempt of this run: the first start, each restart by Ray Train after a failure, each re-run
-        **_attempt_fields(summary.get("attempts", [])),
+        **_attempt_fields(_merge_attempts(summary.get("attempts", []), previous)),
         "checkpoint": checkpoint_uri(result.checkpoint) if result.checkpoint is not None else None,
         "mlflow": ({"run_id": summary.get("mlflow_run_id"), "tracking_uri": resolve_uri(cfg.tracking, cfg.output),
                     "experiment": cfg.tracking.experiment} if cfg.tracking.mlflow else None),
