@@ -2,6 +2,7 @@
 
     python benchmarks/released_step.py --released-repo /path/to/MacDiff --batch-size 8 --threads 2
     python benchmarks/released_step.py --released-repo /path/to/MacDiff --batch-size 64 --device cuda --bf16
+    python benchmarks/released_step.py --released-repo /path/to/MacDiff --ours-precision auto   # what each user gets
 
 ``--released-repo`` is a checked-out tree of the released code (the authors' MacDiff release, or a fork):
 this script imports it from there and builds its model from its own pretraining config (default
@@ -14,7 +15,10 @@ After a warm-up of both, each of ``--rounds`` rounds times ``--steps`` steps of 
 released model, and a 2048^3 matmul. Per round it prints each model's samples/s (median step of the round), the
 ratio ours/theirs and the matmul rate; at the end the median over rounds of each and of the per-round ratio, the
 FLOPs per sample of each step (``FlopCounterMode``: matmuls, convolutions, attention) and both parameter counts,
-with a warning when these differ by more than 10%. Only figures measured in this run are printed. Interleaving
+with a warning when these differ by more than 10%. ``--ours-precision auto`` runs ours as our pretraining runs on
+the CPU (``cpu_precision: auto``: bf16 autocast for ``paper`` where the CPU has native bf16 kernels) and the
+released model as its own training runs on the CPU (fp32: its autocast is ``torch.cuda.amp``, a no-op there); the
+default, ``match``, gives both the precision of ``--bf16``. Only figures measured in this run are printed. Interleaving
 makes the ratio meaningful on a shared machine: whatever else runs there slows both models within the same minute.
 """
 
@@ -43,6 +47,7 @@ from macdiff_ray.model import MacDiff, count_parameters, model_preset  # noqa: E
 from macdiff_ray.train.config import PretrainConfig  # noqa: E402
 from macdiff_ray.train.optim import build_optimizer  # noqa: E402
 from macdiff_ray.train.perf import count_flops, matmul_flops  # noqa: E402
+from macdiff_ray.train.pretrain import resolve_cpu_precision  # noqa: E402
 from macdiff_ray.train.perf import sync as _sync  # noqa: E402
 
 DEFAULT_RELEASED_CONFIG = "config/ntu60_xsub_joint/pretrain_madiff.yaml"
@@ -174,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast of both forward passes (CUDA or CPU)")
+    ap.add_argument("--ours-precision", choices=("match", "auto"), default="match",
+                    help="match: ours in the released model's precision (--bf16 or fp32); auto: what our "
+                         "pretraining uses on this device (bf16 for paper on a CPU with native bf16)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps of each model before the rounds")
     ap.add_argument("--steps", type=int, default=10, help="timed steps of each model per round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -204,7 +212,10 @@ def main(argv: list[str] | None = None) -> None:
         def quiet() -> contextlib.AbstractContextManager:
             return contextlib.redirect_stdout(devnull)
 
-        ours_model, ours = build_ours(device, x, x_view, args.bf16)
+        ours_bf16 = args.bf16
+        if args.ours_precision == "auto":
+            ours_bf16 = device.type == "cpu" and resolve_cpu_precision("auto", "paper") == "bf16"
+        ours_model, ours = build_ours(device, x, x_view, ours_bf16)
         theirs_model, theirs = build_theirs(repo, config, device, x, x_view, args.bf16, quiet())
         ours_params, theirs_params = count_parameters(ours_model), count_parameters(theirs_model)
 
@@ -222,15 +233,18 @@ def main(argv: list[str] | None = None) -> None:
         _sync(device)
 
         dtype = torch.bfloat16 if args.bf16 else torch.float32
-        print(f"device={device} threads={args.threads} batch={n} bf16={args.bf16} T=120 V=25 C=3 "
+        ours_dtype = torch.bfloat16 if ours_bf16 else torch.float32
+        print(f"device={device} threads={args.threads} batch={n} ours bf16={ours_bf16} released bf16={args.bf16} "
+              f"T=120 V=25 C=3 "
               f"warmup={args.warmup} steps={args.steps} rounds={args.rounds}")
         print(f"released: {repo} ({args.released_config})")
-        ours_sps, theirs_sps, ratios, peaks = [], [], [], []
+        ours_sps, theirs_sps, ratios, peaks, ours_peaks = [], [], [], [], []
         for r in range(args.rounds):
             o = n / time_steps(ours, args.steps, device, "ours")
             with quiet():
                 t = n / time_steps(theirs, args.steps, device, "released")
             peak = matmul_flops(device, dtype)
+            ours_peaks.append(peak if ours_dtype == dtype else matmul_flops(device, ours_dtype))
             ours_sps.append(o)
             theirs_sps.append(t)
             ratios.append(o / t)
@@ -241,10 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     mo, mt, mr, mp = (statistics.median(v) for v in (ours_sps, theirs_sps, ratios, peaks))
     print(f"median over {args.rounds} rounds: ours {mo:.4g} samples/s, theirs {mt:.4g} samples/s, "
           f"ratio ours/theirs {mr:.4g} (the median of the rounds' ratios)")
-    kind = "bf16" if args.bf16 else "fp32"
-    for who, flops, sps in (("ours", ours_flops, mo), ("theirs", theirs_flops, mt)):
+    mop = statistics.median(ours_peaks)
+    for who, flops, sps, bf16, peak in (("ours", ours_flops, mo, ours_bf16, mop),
+                                        ("theirs", theirs_flops, mt, args.bf16, mp)):
         print(f"{who}: {flops / 1e9:.2f} GFLOP per sample (fwd+bwd, FlopCounterMode), {flops * sps / 1e9:.1f} "
-              f"GFLOP/s = {flops * sps / mp:.1%} of the median {kind} 2048^3 matmul ({mp / 1e9:.1f} GFLOP/s)")
+              f"GFLOP/s = {flops * sps / peak:.1%} of the median {'bf16' if bf16 else 'fp32'} 2048^3 matmul "
+              f"({peak / 1e9:.1f} GFLOP/s)")
     print(f"params: ours {ours_params:,} theirs {theirs_params:,}")
     if abs(ours_params - theirs_params) > PARAM_TOLERANCE * max(ours_params, theirs_params):
         print(f"WARNING: parameter counts differ by more than {PARAM_TOLERANCE:.0%}: ours {ours_params:,}, theirs "

@@ -58,7 +58,7 @@ def test_released_layout_keeps_person_one_and_zeros_person_two():
 def test_ours_and_released_step_side_by_side():
     repo = released_repo()
     cmd = [sys.executable, str(SCRIPT), "--released-repo", str(repo), "--batch-size", "2", "--threads", "1",
-           "--device", "cpu", "--warmup", "1", "--steps", "1", "--rounds", "1"]
+           "--device", "cpu", "--warmup", "1", "--steps", "1", "--rounds", "1", "--ours-precision", "auto"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
