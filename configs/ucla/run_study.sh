@@ -19,7 +19,13 @@ for r in finetune:ft scratch:scratch; do  # row:output suffix (each ran on its o
         --num-frames 32 --seeds 0 1 2 --finetune-epochs 50 --rows "${r%%:*}" --config runs/cfg/nocurve.json \
         --output "runs/study_ucla60_${r##*:}"
 done
-# MSR Action3D and UTKinect: the probe rows, pretraining inside the study (frame count from the data's lengths)
+# MSR Action3D and UTKinect, sixth session: 45-minute budgets, side by side, each pinned to one core
+# (taskset -c 1 / -c 0, OMP_NUM_THREADS=1); frame count from the data's lengths, batch from the fitted-batch rule
+for d in msr:msr-xsub utk:utk-xsub; do
+    python experiments/study.py --data "prepared/${d%%:*}" --benchmark "${d##*:}" --budget-minutes 45 \
+        --seeds 0 1 2 3 4 --rows probe probe_pooled probe_random probe_raw knn nn_raw --output "runs/study_${d%%:*}45"
+done
+# MSR Action3D and UTKinect, third session: the probe rows, pretraining inside the study
 python experiments/study.py --data prepared/msr --benchmark msr-xsub --budget-minutes 20 --seeds 0 1 2 3 4 \
     --rows probe probe_pooled probe_random probe_raw knn nn_raw --output runs/study_msr
 python experiments/study.py --data prepared/utk --benchmark utk-xsub --budget-minutes 15 --seeds 0 1 2 3 4 \
@@ -32,3 +38,6 @@ python experiments/prepare_data.py --format arrays --input runs/byod/utk_cam --o
 echo '{"pretrain_batch_size": 16, "batch_size": 16}' > runs/byod/batch16.json
 python experiments/study.py --data prepared/utk_byod --benchmark custom --budget-minutes 15 --seeds 0 1 2 3 4 \
     --rows probe probe_random probe_raw knn nn_raw --config runs/byod/batch16.json --output runs/study_utk_byod
+# Bring your own data, sixth session: the same import, default options throughout (fitted batch 8), 45 minutes
+python experiments/study.py --data prepared/utk_byod --benchmark custom --budget-minutes 45 --seeds 0 1 2 3 4 \
+    --rows probe probe_random probe_raw knn nn_raw --output runs/study_utk_byod45
