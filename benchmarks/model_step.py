@@ -11,7 +11,7 @@ math kernel; elementwise ops are not counted), the achieved FLOP/s, and that as 
 in bf16) matmul measured in the same run on the same device and thread count.
 
 Precision: ``--precision auto`` (the default) is what a pretraining run gets on the CPU (``cpu_precision: auto``,
-``train/pretrain.py``): bf16 autocast for ``paper`` on a CPU with native bf16 kernels, fp32 otherwise; ``--bf16`` is
+``train/pretrain.py``): bf16 autocast on a CPU with native bf16 kernels, fp32 otherwise; ``--bf16`` is
 ``--precision bf16``. Under CPU bf16, attention runs in float32 unless ``--cpu-bf16-attention bf16``
 (``model/layers.py``).
 """
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                    help="auto: as pretraining on the CPU (bf16 for paper where the CPU has native bf16), fp32 on CUDA")
+                    help="auto: as pretraining on the CPU (bf16 where the CPU has native bf16), fp32 on CUDA")
     ap.add_argument("--bf16", action="store_true", help="same as --precision bf16 (CUDA or CPU)")
     ap.add_argument("--cpu-bf16-attention", choices=CPU_BF16_ATTENTION_CHOICES, default="fp32",
                     help="attention's dtype under CPU bf16 autocast (fp32: the default of training)")

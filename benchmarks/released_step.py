@@ -16,7 +16,7 @@ released model, and a 2048^3 matmul. Per round it prints each model's samples/s 
 ratio ours/theirs and the matmul rate; at the end the median over rounds of each and of the per-round ratio, the
 FLOPs per sample of each step (``FlopCounterMode``: matmuls, convolutions, attention) and both parameter counts,
 with a warning when these differ by more than 10%. ``--ours-precision auto`` runs ours as our pretraining runs on
-the CPU (``cpu_precision: auto``: bf16 autocast for ``paper`` where the CPU has native bf16 kernels) and the
+the CPU (``cpu_precision: auto``: bf16 autocast where the CPU has native bf16 kernels) and the
 released model as its own training runs on the CPU (fp32: its autocast is ``torch.cuda.amp``, a no-op there); the
 default, ``match``, gives both the precision of ``--bf16``. Only figures measured in this run are printed. Interleaving
 makes the ratio meaningful on a shared machine: whatever else runs there slows both models within the same minute.
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast of both forward passes (CUDA or CPU)")
     ap.add_argument("--ours-precision", choices=("match", "auto"), default="match",
                     help="match: ours in the released model's precision (--bf16 or fp32); auto: what our "
-                         "pretraining uses on this device (bf16 for paper on a CPU with native bf16)")
+                         "pretraining uses on this device (bf16 on a CPU with native bf16)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps of each model before the rounds")
     ap.add_argument("--steps", type=int, default=10, help="timed steps of each model per round")
     ap.add_argument("--rounds", type=int, default=3)

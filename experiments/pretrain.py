@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="restarts after worker/node errors (default 2); preemptions Ray is told of retry without limit")
     p.add_argument("--cpu-precision", dest="cpu_precision", choices=("auto", "fp32", "bf16"),
                    help="CPU training precision: bf16 autocast of the forward pass, fp32, or auto (default: bf16 "
-                        "for the paper preset on a CPU with native bf16, fp32 otherwise)")
+                        "on a CPU with native bf16, fp32 otherwise)")
     p.add_argument("--transform-device", dest="transform_device", choices=("cpu", "train"),
                    help="where the training transforms run: cpu (Ray Data tasks, default) or train (Ray Data only "
                         "decodes; crop, rotation, noise and normalisation run batched on the training device)")

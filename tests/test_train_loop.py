@@ -191,11 +191,11 @@ def test_pretrain_config_cpu_precision_selects_the_autocast_dtype():
     from macdiff_ray.train.pretrain import _amp_dtype, cpu_bf16_native, cpu_precision
 
     cpu = torch.device("cpu")
-    assert _amp_dtype(PretrainConfig(preset="tiny"), cpu) is None  # auto: tiny stays fp32 (no gain measured)
     assert _amp_dtype(PretrainConfig(cpu_precision="fp32", preset="paper"), cpu) is None
     native = cpu_bf16_native()
-    assert _amp_dtype(PretrainConfig(preset="paper"), cpu) == (torch.bfloat16 if native else None)
-    assert cpu_precision(PretrainConfig(preset="small")) == "fp32"
+    for preset in ("paper", "small", "tiny"):  # auto: bf16 wherever the CPU has native bf16 kernels
+        assert _amp_dtype(PretrainConfig(preset=preset), cpu) == (torch.bfloat16 if native else None), preset
+        assert cpu_precision(PretrainConfig(preset=preset)) == ("bf16" if native else "fp32")
     assert _amp_dtype(PretrainConfig(cpu_precision="bf16"), cpu) == torch.bfloat16
     assert _amp_dtype(PretrainConfig(cpu_precision="bf16"), torch.device("cuda")) == torch.bfloat16  # amp_dtype
     assert _amp_dtype(PretrainConfig(amp=False, cpu_precision="bf16"), torch.device("cuda")) is None

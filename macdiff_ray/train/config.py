@@ -51,10 +51,9 @@ class PretrainConfig:
     amp: bool = True  # autocast on GPU (amp_dtype); the CPU follows cpu_precision
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # float16 adds a GradScaler
     # CPU training precision: "bf16" = bfloat16 autocast of the forward pass (AVX512-BF16/AMX kernels; the weights,
-    # optimiser and loss stay float32); "auto" = bf16 for the `paper` preset on a CPU with native bf16 kernels, fp32
-    # otherwise. Measured side by side on this project's AVX512-BF16 machine (README, issue 16): `paper` 1.12-1.27x
-    # faster in bf16 with the same loss curve (200 steps on NW-UCLA: 0.1% apart); `small` 1.04x and `tiny`
-    # 0.94-1.00x, i.e. no gain, so they stay fp32.
+    # optimiser and loss stay float32; attention runs in float32, model/layers.py); "auto" = bf16 on a CPU with native
+    # bf16 kernels, fp32 otherwise. Measured interleaved on this project's AVX512-BF16 machine (README, issue 16, NW-UCLA
+    # at 32 frames, 200 steps): bf16 1.70x fp32 for `paper`, 1.49x `small`, 1.34x `tiny`, loss curves 0.0-0.2% apart.
     cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Steps between host reads of the per-step loss record (train.loop.train_epoch reads it once every log_every
     # steps and at the end of the epoch instead of syncing on every step; the NaN check runs at each read).
