@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.precision == "auto":
         from macdiff_ray.train.pretrain import resolve_cpu_precision
 
-        args.precision = resolve_cpu_precision("auto", args.preset) if args.device == "cpu" else "fp32"
+        args.precision = resolve_cpu_precision("auto") if args.device == "cpu" else "fp32"
     args.bf16 = args.precision == "bf16"
     set_cpu_bf16_attention(args.cpu_bf16_attention)
     torch.manual_seed(0)

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
         ours_bf16 = args.bf16
         if args.ours_precision == "auto":
-            ours_bf16 = device.type == "cpu" and resolve_cpu_precision("auto", "paper") == "bf16"
+            ours_bf16 = device.type == "cpu" and resolve_cpu_precision("auto") == "bf16"
         ours_model, ours = build_ours(device, x, x_view, ours_bf16)
         theirs_model, theirs = build_theirs(repo, config, device, x, x_view, args.bf16, quiet())
         ours_params, theirs_params = count_parameters(ours_model), count_parameters(theirs_model)

@@ -102,8 +102,8 @@ class Mlp(nn.Module):
 # Under bf16 autocast on the CPU, attention itself runs in float32 ("fp32"), the projections around it in bf16. The
 # CPU flash kernel is no faster in bf16 than in fp32 (its backward was 44% of a bf16 `paper` step), so bf16 there
 # only loses precision. Measured (README, issue 16): bf16 `paper` training at batch 8 went from 1.14x to 1.70x the
-# fp32 rate, with the same loss curve. "bf16"
-# leaves torch's autocast choice, for benchmarks (`benchmarks/model_step.py --cpu-bf16-attention bf16`).
+# fp32 rate, with the same loss curve. "bf16" leaves torch's autocast choice, for benchmarks
+# (`benchmarks/model_step.py --cpu-bf16-attention bf16`).
 CPU_BF16_ATTENTION_CHOICES = ("fp32", "bf16")
 _cpu_bf16_attention = "fp32"
 

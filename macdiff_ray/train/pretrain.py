@@ -172,10 +172,10 @@ def cpu_bf16_native() -> bool:
         return False
 
 
-def resolve_cpu_precision(choice: str, preset: str) -> str:
+def resolve_cpu_precision(choice: str) -> str:
     """A CPU precision setting with "auto" resolved: bf16 where the CPU has native bf16 kernels, fp32 otherwise.
     With attention in float32 (``model/layers.py``), every preset measured faster in bf16 with a matching loss curve
-    (README, issue 16: ``paper`` 1.70x, ``small`` 1.49x, ``tiny`` 1.34x); ``preset`` is kept for a per-preset rule."""
+    (README, issue 16: ``paper`` 1.70x, ``small`` 1.49x, ``tiny`` 1.34x)."""
     if choice != "auto":
         return choice
     return "bf16" if cpu_bf16_native() else "fp32"
@@ -183,7 +183,7 @@ def resolve_cpu_precision(choice: str, preset: str) -> str:
 
 def cpu_precision(cfg: PretrainConfig) -> str:
     """``cfg.cpu_precision`` resolved (:func:`resolve_cpu_precision`)."""
-    return resolve_cpu_precision(cfg.cpu_precision, cfg.preset)
+    return resolve_cpu_precision(cfg.cpu_precision)
 
 
 def _amp_dtype(cfg: PretrainConfig, device: torch.device) -> Optional[torch.dtype]:
@@ -438,9 +438,7 @@ def _merge_attempts(trained: list, previous: Optional[dict]) -> list:
     """The attempts of a run that trained: those its checkpoint carried (``trained``), plus the re-runs that trained
     nothing, which only results.json records (:func:`_finished_run` starts no worker, so no checkpoint holds them),
     in the order they started and numbered again from 1."""
-    seen = {a.get("started_unix") for a in trained}
-    idle = [a for a in (previous or {}).get("attempts", [])
-            if a.get("trained") is False and a.get("started_unix") not in seen]
+    idle = [a for a in (previous or {}).get("attempts", []) if a.get("trained") is False]
     merged = sorted(list(trained) + idle, key=lambda a: a.get("started_unix") or 0.0)
     return [dict(a, attempt=i + 1) for i, a in enumerate(merged)]
 
