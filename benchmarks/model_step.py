@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                     help="auto: as pretraining on the CPU (bf16 where the CPU has native bf16), fp32 on CUDA")
     ap.add_argument("--bf16", action="store_true", help="same as --precision bf16 (CUDA or CPU)")
-    ap.add_argument("--cpu-bf16-attention", choices=CPU_BF16_ATTENTION_CHOICES, default="fp32",
-                    help="attention's dtype under CPU bf16 autocast (fp32: the default of training)")
+    ap.add_argument("--cpu-bf16-attention", choices=CPU_BF16_ATTENTION_CHOICES,
+                    default=CPU_BF16_ATTENTION_CHOICES[0],
+                    help="how attention runs under CPU bf16 autocast (sliced: the default of training; "
+                         "see macdiff_ray/model/layers.py)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each Transformer block")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)

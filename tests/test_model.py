@@ -340,3 +340,77 @@ def test_attention_runs_in_float32_under_cpu_bf16_autocast():
     assert err["fp32"] < err["bf16"], err  # measured 2.2e-4 against 3.1e-4
     with pytest.raises(ValueError, match="fp16"):
         layers.set_cpu_bf16_attention("fp16")
+
+
+def _attention_under_autocast(layers, mode, q, k, v, g):
+    """(output, (dq, dk, dv)) of ``layers.attention`` under CPU bf16 autocast in ``mode``."""
+    before = layers.set_cpu_bf16_attention(mode)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layers.attention(q, k, v)
+        grads = torch.autograd.grad(out, [q, k, v], g)
+    finally:
+        layers.set_cpu_bf16_attention(before)
+    return out, grads
+
+
+def _grad_fn_names(t):
+    """Names of every autograd node behind ``t``."""
+    names, todo = set(), [t.grad_fn]
+    while todo:
+        f = todo.pop()
+        if f is not None and type(f).__name__ not in names:
+            names.add(type(f).__name__)
+            todo += [n for n, _ in f.next_functions]
+    return names
+
+
+def test_sliced_attention_matches_float32_attention_within_its_rounding():
+    """The default "sliced" CPU bf16 attention (scores and softmax in float32, the other matmuls in bf16) has about
+    the error of torch's bf16 kernel, in the output and in all three gradients (measured 0.7-1.2x; scores rounded to
+    bf16 as well gave 1.9-2.5x); the no-grad path gives the same output."""
+    from macdiff_ray.model import layers
+
+    assert layers.CPU_BF16_ATTENTION_CHOICES[0] == "sliced" == layers._cpu_bf16_attention
+    gen = torch.Generator().manual_seed(0)
+    n, h, l, dh = 2, 3, layers.SLICED_MIN_TOKENS + 44, 16
+    q, k, v = ((1.5 * torch.randn(n, h, l, dh, generator=gen)).bfloat16().requires_grad_() for _ in range(3))
+    g = torch.randn(n, h, l, dh, generator=gen).bfloat16()
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = F.scaled_dot_product_attention(q64, k64, v64)
+    ref_grads = torch.autograd.grad(ref, [q64, k64, v64], g.double())
+    res = {m: _attention_under_autocast(layers, m, q, k, v, g) for m in ("sliced", "bf16")}
+    out, grads = res["sliced"]
+    assert "_SlicedAttentionBackward" in _grad_fn_names(out)
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    assert all(gr.dtype == torch.bfloat16 and gr.shape == q.shape and torch.isfinite(gr).all() for gr in grads)
+
+    def errors(o, gs):
+        return [float((a.double() - b).abs().mean()) for a, b in zip((o, *gs), (ref, *ref_grads))]
+
+    e_sliced, e_bf16 = errors(*res["sliced"]), errors(*res["bf16"])
+    for name, es, eb in zip(("output", "dq", "dk", "dv"), e_sliced, e_bf16):
+        assert es < 1.5 * eb, (name, es, eb)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(layers.attention(q, k, v), out)
+
+
+def test_sliced_attention_falls_back_to_float32_for_few_tokens_and_large_calls(monkeypatch):
+    """Under SLICED_MIN_TOKENS keys, or when the kept probabilities would pass SLICED_MAX_BYTES, "sliced" runs the
+    "fp32" path: the same output, bit for bit, and no sliced autograd node."""
+    from macdiff_ray.model import layers
+
+    gen = torch.Generator().manual_seed(1)
+
+    def both(l):
+        q, k, v = (torch.randn(2, 2, l, 8, generator=gen).bfloat16().requires_grad_() for _ in range(3))
+        g = torch.ones(2, 2, l, 8, dtype=torch.bfloat16)
+        return [_attention_under_autocast(layers, m, q, k, v, g)[0] for m in ("sliced", "fp32")]
+
+    few = both(layers.SLICED_MIN_TOKENS - 1)
+    assert torch.equal(few[0], few[1]) and "_SlicedAttentionBackward" not in _grad_fn_names(few[0])
+    many = both(layers.SLICED_MIN_TOKENS)
+    assert "_SlicedAttentionBackward" in _grad_fn_names(many[0])
+    monkeypatch.setattr(layers, "SLICED_MAX_BYTES", 2 * 2 * layers.SLICED_MIN_TOKENS ** 2 * 2 - 1)
+    large = both(layers.SLICED_MIN_TOKENS)
+    assert torch.equal(large[0], large[1]) and "_SlicedAttentionBackward" not in _grad_fn_names(large[0])

@@ -99,17 +99,28 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))  # (..., D)
 
 
-# Under bf16 autocast on the CPU, attention itself runs in float32 ("fp32"), the projections around it in bf16. The
-# CPU flash kernel is no faster in bf16 than in fp32 (its backward was 44% of a bf16 `paper` step), so bf16 there
-# only loses precision. Measured (README, issue 16): bf16 `paper` training at batch 8 went from 1.14x to 1.70x the
-# fp32 rate, with the same loss curve. "bf16" leaves torch's autocast choice, for benchmarks
-# (`benchmarks/model_step.py --cpu-bf16-attention bf16`).
-CPU_BF16_ATTENTION_CHOICES = ("fp32", "bf16")
-_cpu_bf16_attention = "fp32"
+# How attention runs under bf16 autocast on the CPU (measured in the README, issue 16):
+# - "sliced" (default): one (sample, head) slice at a time, so that its L x L scores stay in the L2 cache. The
+#   scores and the softmax are computed in float32 from upcast q and k; the probabilities are rounded once to bf16,
+#   and the other matmuls (P V; dP = dO V^T, dQ, dK, dV in the backward) run at the bf16 rate. Its error is about
+#   that of torch's bf16 kernel (0.7-1.2x, output and gradients; tests/test_model.py). The CPU flash kernel, in
+#   either dtype, reaches only a fraction of the bf16 matmul rate: with it in float32, the decoder's attention over
+#   750 tokens was 60% of a bf16 `paper` step. The probabilities are kept for the backward: N * H * L^2 bf16
+#   values, so a call that would keep more than SLICED_MAX_BYTES falls back to "fp32".
+#   Below SLICED_MIN_TOKENS keys the per-slice loop costs more than it saves, and "fp32" runs instead (1 thread,
+#   fwd + bwd, N x H = 64 slices of Dh 32: L = 75 0.57x, 200 1.13x, 750 1.38x the "fp32" rate).
+# - "fp32": torch's fused kernel in float32, the output rounded once to bf16.
+# - "bf16": torch's own choice under autocast (its bf16 flash kernel), for benchmarks
+#   (`benchmarks/model_step.py --cpu-bf16-attention MODE`).
+CPU_BF16_ATTENTION_CHOICES = ("sliced", "fp32", "bf16")
+_cpu_bf16_attention = "sliced"
+SLICED_MAX_BYTES = 1 << 30
+SLICED_MIN_TOKENS = 256
 
 
 def set_cpu_bf16_attention(mode: str) -> str:
-    """Set how attention runs under CPU bf16 autocast (``fp32`` or ``bf16``); returns the previous setting."""
+    """Set how attention runs under CPU bf16 autocast (one of :data:`CPU_BF16_ATTENTION_CHOICES`); returns the
+    previous setting."""
     global _cpu_bf16_attention
     if mode not in CPU_BF16_ATTENTION_CHOICES:
         raise ValueError(f"cpu bf16 attention: {mode!r} is not one of {list(CPU_BF16_ATTENTION_CHOICES)}")
@@ -117,13 +128,68 @@ def set_cpu_bf16_attention(mode: str) -> str:
     return previous
 
 
+def _sliced_forward(q3: torch.Tensor, k3: torch.Tensor, v3: torch.Tensor, keep: bool):
+    """Attention of ``(S, L, Dh)`` bf16 slices: returns the output ``(S, L, Dh)`` and, if ``keep``, the bf16
+    probabilities ``(S, L, L)``."""
+    scale = q3.shape[-1] ** -0.5
+    qf, kf = q3.float() * scale, k3.float()  # (S, L, Dh) each: the scores in float32
+    o = torch.empty_like(q3)
+    probs = torch.empty(q3.shape[0], q3.shape[1], k3.shape[1], dtype=q3.dtype) if keep else None
+    for i in range(q3.shape[0]):
+        p = torch.softmax(torch.mm(qf[i], kf[i].t()), dim=-1)  # (L, L) float32
+        if keep:
+            p = probs[i].copy_(p)  # rounded once to bf16
+        else:
+            p = p.to(q3.dtype)
+        torch.mm(p, v3[i], out=o[i])
+    return o, probs
+
+
+class _SlicedAttention(torch.autograd.Function):
+    """``"sliced"`` attention with its backward (see :data:`CPU_BF16_ATTENTION_CHOICES`); ``(S, L, Dh)`` bf16."""
+
+    @staticmethod
+    def forward(ctx, q3, k3, v3):
+        with torch.autocast("cpu", enabled=False):
+            o, probs = _sliced_forward(q3, k3, v3, keep=True)
+        ctx.save_for_backward(q3, k3, v3, probs)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q3, k3, v3, probs = ctx.saved_tensors
+        scale = q3.shape[-1] ** -0.5
+        with torch.autocast("cpu", enabled=False):
+            do = do.to(q3.dtype).contiguous()
+            dq, dk, dv = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
+            for i in range(q3.shape[0]):
+                p = probs[i]  # (L, L)
+                torch.mm(p.t(), do[i], out=dv[i])
+                ds = torch._softmax_backward_data(torch.mm(do[i], v3[i].t()), p, -1, p.dtype)  # dS = P * (dP - ...)
+                torch.mm(ds, k3[i], out=dq[i])
+                torch.mm(ds.t(), q3[i], out=dk[i])
+            dq.mul_(scale)
+            dk.mul_(scale)
+        return dq, dk, dv
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``F.scaled_dot_product_attention`` of ``(N, H, L, Dh)`` tensors, in float32 for bf16 inputs on the CPU (see
-    :data:`CPU_BF16_ATTENTION_CHOICES`); the output has the inputs' dtype."""
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and _cpu_bf16_attention == "fp32":
-        with torch.autocast("cpu", enabled=False):  # autocast would cast the float32 inputs back to bf16
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v)
+    """``F.scaled_dot_product_attention`` of ``(N, H, L, Dh)`` tensors; bf16 inputs on the CPU take the path set by
+    :func:`set_cpu_bf16_attention` (:data:`CPU_BF16_ATTENTION_CHOICES`). The output has the inputs' dtype."""
+    mode = _cpu_bf16_attention
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu" or mode == "bf16":
+        return F.scaled_dot_product_attention(q, k, v)
+    shape = q.shape
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if (mode == "sliced" and k.shape[-2] >= SLICED_MIN_TOKENS
+            and not (grad and q[..., 0].numel() * k.shape[-2] * 2 > SLICED_MAX_BYTES)):
+        q3, k3, v3 = (t.reshape(-1, *t.shape[-2:]).to(torch.bfloat16) for t in (q, k, v))  # (N*H, L, Dh)
+        if grad:
+            return _SlicedAttention.apply(q3, k3, v3).view(shape)
+        with torch.autocast("cpu", enabled=False):
+            return _sliced_forward(q3, k3, v3, keep=False)[0].view(shape)
+    with torch.autocast("cpu", enabled=False):  # autocast would cast the float32 inputs back to bf16
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
 
 
 class Attention(nn.Module):
