@@ -41,3 +41,6 @@ python experiments/study.py --data prepared/utk_byod --benchmark custom --budget
 # Bring your own data, sixth session: the same import, default options throughout (fitted batch 8), 45 minutes
 python experiments/study.py --data prepared/utk_byod --benchmark custom --budget-minutes 45 --seeds 0 1 2 3 4 \
     --rows probe probe_random probe_raw knn nn_raw --output runs/study_utk_byod45
+# Seventh session: the same, at the full budget of 60 minutes
+python experiments/study.py --data prepared/utk_byod --benchmark custom --budget-minutes 60 --seeds 0 1 2 3 4 \
+    --rows probe probe_random probe_raw knn nn_raw --output runs/study_utk_byod60
