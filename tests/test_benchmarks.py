@@ -130,7 +130,7 @@ def test_synthetic_is_learnable_but_not_trivial(synthetic_prepared):
         return float((ya[((te[:, None] - tr[None]) ** 2).sum(-1).argmin(1)] == yb).mean())
 
     chance = 1 / 6
-    # the motion carries the label (limb phase relations, which 1-NN on raw poses reads only in part: 0.48) ...
+    # the motion carries the label (the gestures' order, which 1-NN on raw poses reads only in part) ...
     assert nn_acc(a, b) > 2 * chance
     assert nn_acc(a, b) < 0.99  # ... but not perfectly for a nearest-neighbour on raw poses
     assert nn_acc(ga, gb) < 2.5 * chance  # position and length alone say little
