@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--probe-epochs", dest="probe_epochs", type=int)
     p.add_argument("--finetune-epochs", dest="finetune_epochs", type=int)
     p.add_argument("--semi-fractions", dest="semi_fractions", type=float, nargs="+")
+    p.add_argument("--aug-t-start", dest="aug_t_start", type=int, nargs="+",
+                   help="t_s of the diffusion augmentation (default 500); several values: one row each")
     p.add_argument("--recipe", choices=("auto", "paper", "small"), help="fine-tuning regularisation recipe")
     p.add_argument("--use-gpu", dest="use_gpu", choices=("auto", "yes", "no"))
     p.add_argument("--config", help="JSON/YAML file of StudyConfig keys")

@@ -17,6 +17,11 @@ def test_study_config_is_strict_and_lambda_follows_method():
     with pytest.raises(ConfigError, match="seeds"):
         from_dict(StudyConfig, {"seeds": []})
     assert aug_ratio(0.1) == 0.25 and aug_ratio(0.01) == 2.0 and aug_ratio(0.05) == 0.5
+    assert from_dict(StudyConfig, {"aug_t_start": 300}).aug_t_starts == (300,)
+    assert from_dict(StudyConfig, {"aug_t_start": [100, 500]}).aug_t_starts == (100, 500)
+    for bad in (0, 1000, [200, 200], []):
+        with pytest.raises(ConfigError, match="aug_t_start"):
+            from_dict(StudyConfig, {"aug_t_start": bad})
 
 
 def test_in_memory_split_matches_the_ray_pipeline_rows(synthetic_prepared):
@@ -41,10 +46,11 @@ def test_in_memory_split_matches_the_ray_pipeline_rows(synthetic_prepared):
 @pytest.mark.ray
 def test_study_smoke_produces_every_row(ray_session, synthetic_prepared, tmp_path):
     cfg = from_dict(StudyConfig, dict(smoke_overrides(), data_dir=str(synthetic_prepared), benchmark="synthetic",
-                                      output=str(tmp_path / "study"), use_gpu="no"))
+                                      output=str(tmp_path / "study"), use_gpu="no", aug_t_start=[500, 100]))
     res = run_study(cfg)
     names = [r["row"] for r in res["rows"]]
-    expected = len(ROWS) - 1 + 3 * len(cfg.semi_fractions)  # "semi" is three rows per fraction
+    # "semi" is, per fraction, the pretrained and from-scratch rows and one augmented row per t_s
+    expected = len(ROWS) - 1 + (2 + len(cfg.aug_t_starts)) * len(cfg.semi_fractions)
     assert len(names) == expected and len(set(names)) == expected
     for r in res["rows"]:
         assert 0.0 <= r["top1_last"] <= 1.0
@@ -52,6 +58,7 @@ def test_study_smoke_produces_every_row(ray_session, synthetic_prepared, tmp_pat
             assert r["num_seeds"] == 2 and "top1_last_std" in r
     md = (tmp_path / "study" / "study.md").read_text()
     assert all(n in md for n in names)
+    assert sum("diffusion augmentation (t_s 100," in n for n in names) == len(cfg.semi_fractions)
     assert (tmp_path / "study" / "curves.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "study" / "study.json").read_text())
     assert saved["num_frames"] == 32 and saved["pretrain"]["final_epoch"] >= 1

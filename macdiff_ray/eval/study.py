@@ -13,8 +13,8 @@ its ``results.json`` exists, so a re-run resumes where it stopped):
 ``nn_raw``          1-NN on raw coordinates (Euclidean, evaluation transform)
 ``finetune``        fine-tuning of the pretrained encoder (recipe ``auto``), over the seeds
 ``scratch``         the same encoder and recipe trained from a random init (no layer decay), over the seeds
-``semi``            at each of ``semi_fractions``: pretrained fine-tune without and with diffusion augmentation,
-                    and from scratch, over the seeds
+``semi``            at each of ``semi_fractions``: pretrained fine-tune without and with diffusion augmentation
+                    (one row per ``aug_t_start`` value), and from scratch, over the seeds
 ==================  ===============================================================================================
 
 The learning curve probes the checkpoints the pretraining kept (``curve_points`` of them, evenly spaced, plus the
@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Union
 
 from macdiff_ray.config import ConfigError, absolute_paths, from_dict, replace, to_dict
 from macdiff_ray.train.logging import join, log, read_json, write_json, write_text
@@ -56,7 +56,9 @@ class StudyConfig:
     finetune_epochs: int = 100
     batch_size: Optional[int] = None  # None: fit_batch(training split), at most 64
     semi_fractions: tuple[float, ...] = (0.05, 0.1)
-    aug_t_start: int = 500
+    # t_s of the one-step denoise (METHOD.md: 500); several values give one augmented row each, the paper's t_s
+    # ablation (its Table 9: 0 / 100 / 300 / 500 / 900)
+    aug_t_start: Union[int, tuple[int, ...]] = 500
     recipe: Literal["auto", "paper", "small"] = "auto"
     curve_points: int = 5
     eval_every: int = 10  # fine-tunes: test-split evaluation every k epochs and after the last (probes: every epoch)
@@ -84,6 +86,15 @@ class StudyConfig:
             raise ConfigError(f"StudyConfig.semi_fractions: {list(self.semi_fractions)} must lie in (0, 1)")
         if self.curve_points < 0:
             raise ConfigError("StudyConfig.curve_points: must be >= 0")
+        ts = self.aug_t_starts
+        if not ts or any(not 0 < t < 1000 for t in ts) or len(set(ts)) != len(ts):
+            raise ConfigError(f"StudyConfig.aug_t_start: {self.aug_t_start!r} must be one step or distinct steps, "
+                              "each in (0, 1000)")
+
+    @property
+    def aug_t_starts(self) -> tuple[int, ...]:
+        """``aug_t_start`` as a tuple (one augmented semi-supervised row per value)."""
+        return (self.aug_t_start,) if isinstance(self.aug_t_start, int) else tuple(self.aug_t_start)
 
 
 def fit_batch(num_train: int, cap: int = 64, min_steps: int = 8) -> int:
@@ -354,9 +365,10 @@ def run_study(cfg: StudyConfig) -> dict:
             row(f"{pct} labels: fine-tune, pretrained", _finetune(
                 cfg, f"semi_{frac:g}_pretrained", num_frames, n, seeds, checkpoint=ckpt, labeled_fraction=frac, **kb))
             lam = aug_ratio(frac)
-            row(f"{pct} labels: + diffusion augmentation (t_s {cfg.aug_t_start}, lambda {lam:g})", _finetune(
-                cfg, f"semi_{frac:g}_aug", num_frames, n, seeds, checkpoint=ckpt, labeled_fraction=frac,
-                augment=True, t_start=cfg.aug_t_start, aug_ratio=lam, augment_actors=1, **kb))
+            for t_s in cfg.aug_t_starts:  # the row's folder names its t_s: a resumed study with another t_s reruns it
+                row(f"{pct} labels: + diffusion augmentation (t_s {t_s}, lambda {lam:g})", _finetune(
+                    cfg, f"semi_{frac:g}_aug_t{t_s}", num_frames, n, seeds, checkpoint=ckpt, labeled_fraction=frac,
+                    augment=True, t_start=t_s, aug_ratio=lam, augment_actors=1, **kb))
             row(f"{pct} labels: from scratch", _finetune(
                 cfg, f"semi_{frac:g}_scratch", num_frames, n, seeds, random_init=True, preset=cfg.preset,
                 labeled_fraction=frac, **kb))
