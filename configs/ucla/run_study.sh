@@ -44,3 +44,13 @@ python experiments/study.py --data prepared/utk_byod --benchmark custom --budget
 # Seventh session: the same, at the full budget of 60 minutes
 python experiments/study.py --data prepared/utk_byod --benchmark custom --budget-minutes 60 --seeds 0 1 2 3 4 \
     --rows probe probe_random probe_raw knn nn_raw --output runs/study_utk_byod60
+# Eighth session: a 35-minute pretraining on both cores (bf16 default), then, each pinned to one core at the same
+# time, the semi-supervised rows with the diffusion augmentation at three t_s (the paper's Table 9 ablation) and
+# the fine-tune at the paper's 100 epochs
+python experiments/pretrain.py --config configs/ucla_tiny32_pretrain.json --budget-minutes 35 --output runs/ucla_tiny32_35
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
+    --num-frames 32 --seeds 0 1 2 3 4 --finetune-epochs 50 --rows semi --aug-t-start 100 300 500 \
+    --config runs/cfg/nocurve.json --output runs/study_ucla35_semi
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
+    --num-frames 32 --seeds 0 1 2 --finetune-epochs 100 --rows finetune --config runs/cfg/nocurve.json \
+    --output runs/study_ucla35_ft100
