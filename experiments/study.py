@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--rows", nargs="+", choices=ROWS, help="rows to run (default: all)")
     p.add_argument("--probe-epochs", dest="probe_epochs", type=int)
+    p.add_argument("--probe-cache-views", dest="probe_cache_views", type=int,
+                   help="augmented training passes the probes encode once (default 16; 0: fresh every epoch)")
     p.add_argument("--finetune-epochs", dest="finetune_epochs", type=int)
     p.add_argument("--semi-fractions", dest="semi_fractions", type=float, nargs="+")
     p.add_argument("--aug-t-start", dest="aug_t_start", type=int, nargs="+",

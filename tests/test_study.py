@@ -22,6 +22,9 @@ def test_study_config_is_strict_and_lambda_follows_method():
     for bad in (0, 1000, [200, 200], []):
         with pytest.raises(ConfigError, match="aug_t_start"):
             from_dict(StudyConfig, {"aug_t_start": bad})
+    assert StudyConfig().probe_cache_views == 16 and from_dict(StudyConfig, {"probe_cache_views": 0})
+    with pytest.raises(ConfigError, match="probe_cache_views"):
+        from_dict(StudyConfig, {"probe_cache_views": -1})
 
 
 def test_in_memory_split_matches_the_ray_pipeline_rows(synthetic_prepared):
@@ -60,6 +63,9 @@ def test_study_smoke_produces_every_row(ray_session, synthetic_prepared, tmp_pat
     assert all(n in md for n in names)
     assert sum("diffusion augmentation (t_s 100," in n for n in names) == len(cfg.semi_fractions)
     assert (tmp_path / "study" / "curves.png").stat().st_size > 1000
+    # the probes encode the study's number of augmented views, not the probe's own default
+    probe_run = json.loads((tmp_path / "study" / "rows" / "probe" / "seed_0" / "results.json").read_text())
+    assert probe_run["feature_cache_views"] == cfg.probe_cache_views == 2
     saved = json.loads((tmp_path / "study" / "study.json").read_text())
     assert saved["num_frames"] == 32 and saved["pretrain"]["final_epoch"] >= 1
     # resumable: a second run finds every row done and trains nothing

@@ -48,9 +48,18 @@ python experiments/study.py --data prepared/utk_byod --benchmark custom --budget
 # time, the semi-supervised rows with the diffusion augmentation at three t_s (the paper's Table 9 ablation) and
 # the fine-tune at the paper's 100 epochs
 python experiments/pretrain.py --config configs/ucla_tiny32_pretrain.json --budget-minutes 35 --output runs/ucla_tiny32_35
+mkdir -p runs/cfg && echo '{"curve_points": 0}' > runs/cfg/nocurve.json
 python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
     --num-frames 32 --seeds 0 1 2 3 4 --finetune-epochs 50 --rows semi --aug-t-start 100 300 500 \
     --config runs/cfg/nocurve.json --output runs/study_ucla35_semi
 python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
     --num-frames 32 --seeds 0 1 2 --finetune-epochs 100 --rows finetune --config runs/cfg/nocurve.json \
     --output runs/study_ucla35_ft100
+# Ninth session: the same semi-supervised study resumed with t_s 1 added (a near-copy control: the rows done
+# before are kept), and the probe rows on the 35-minute checkpoint
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
+    --num-frames 32 --seeds 0 1 2 3 4 --finetune-epochs 50 --rows semi --aug-t-start 1 100 300 500 \
+    --config runs/cfg/nocurve.json --output runs/study_ucla35_semi
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
+    --num-frames 32 --seeds 0 1 2 --rows probe probe_pooled probe_random probe_raw knn nn_raw \
+    --config runs/cfg/nocurve.json --output runs/study_ucla35_probe
