@@ -54,8 +54,8 @@ class StudyConfig:
     rows: tuple[str, ...] = ROWS
     probe_epochs: int = 100
     # the probes' frozen-feature cache: augmented passes over the training split, encoded once (0: streaming,
-    # fresh crops every epoch, the paper's protocol). On NW-UCLA's 35-minute checkpoint (seed 0-2), 4 views gave
-    # 67.4 +- 1.2, 16 gave 69.7 +- 1.7 and 32 69.8 +- 1.9; streaming reached 72.4 on seed 0 at 5x the cost of 16
+    # fresh crops every epoch, the paper's protocol). On NW-UCLA's 35-minute checkpoint (seeds 0-2), 4 views gave
+    # 67.4 +- 1.2, 16 gave 69.7 +- 1.8, 32 69.8 +- 1.9 and streaming 69.8 +- 2.4 at 5x the cost of 16
     probe_cache_views: int = 16
     finetune_epochs: int = 100
     batch_size: Optional[int] = None  # None: fit_batch(training split), at most 64
