@@ -158,10 +158,10 @@ def _seeded_probe(cfg: StudyConfig, name: str, num_frames: int, seeds, **kw) -> 
         runs = []
         for s in seeds:
             sub = join(out, f"seed_{s}")
-            runs.append(_cached(sub, lambda: run_linear_eval(from_dict(LinearEvalConfig, dict(
-                _eval_common(cfg, num_frames), epochs=cfg.probe_epochs, checkpoint_every=cfg.probe_epochs,
-                cache_views=cfg.probe_cache_views,
-                seed=s, output=sub, **kw)), quiet=True)))
+            values = dict(_eval_common(cfg, num_frames), epochs=cfg.probe_epochs, checkpoint_every=cfg.probe_epochs,
+                          cache_views=cfg.probe_cache_views, seed=s, output=sub)
+            values.update(kw)  # a caller's own LinearEvalConfig keys (cache_views included) win
+            runs.append(_cached(sub, lambda: run_linear_eval(from_dict(LinearEvalConfig, values), quiet=True)))
         res = {"protocol": "linear", "label": runs[0]["label"], "seeds": list(seeds), "num_seeds": len(runs),
                "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in runs)}
         res.update(seed_means(runs))
