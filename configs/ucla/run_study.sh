@@ -61,5 +61,34 @@ python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretra
     --num-frames 32 --seeds 0 1 2 3 4 --finetune-epochs 50 --rows semi --aug-t-start 1 100 300 500 \
     --config runs/cfg/nocurve.json --output runs/study_ucla35_semi
 python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
-    --num-frames 32 --seeds 0 1 2 --rows probe probe_pooled probe_random probe_raw knn nn_raw \
+    --num-frames 32 --seeds 0 1 2 --rows probe probe_pooled probe_random probe_raw knn nn_raw --probe-cache-views 4 \
     --config runs/cfg/nocurve.json --output runs/study_ucla35_probe
+# ... the probe protocol: 16 / 32 cached views and streaming, and the random-init probe on 16 views
+for v in 16 32 0; do for s in 0 1 2; do
+  python experiments/linear_eval.py --data prepared/ucla --benchmark ucla-xview --checkpoint runs/ucla_tiny32_35 \
+      --feature per_joint --epochs 100 --batch-size 64 --lr 0.1 --num-frames 32 --num-workers 0 --materialize \
+      --seed $s --cache-views $v --output runs/probe35/views${v}_seed$s
+done; done
+for s in 0 1 2; do
+  python experiments/linear_eval.py --data prepared/ucla --benchmark ucla-xview --random-init --preset tiny \
+      --feature per_joint --epochs 100 --batch-size 64 --lr 0.1 --num-frames 32 --num-workers 0 --materialize \
+      --seed $s --cache-views 16 --output runs/probe35/random_views16_seed$s
+done
+# ... the one-step augmentation's change to a sequence, per t_s and condition
+python benchmarks/augment_quality.py --checkpoint runs/ucla_tiny32_35 --data prepared/ucla --benchmark ucla-xview
+# ... Table 5 on this checkpoint: the paper's 100 epochs of decoder fine-tuning, then both decoders reconstruct
+python experiments/finetune_decoder.py --checkpoint runs/ucla_tiny32_35 --data prepared/ucla --epochs 100 \
+    --output runs/ucla_tiny32_35_decft
+python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview \
+    --checkpoint runs/ucla_tiny32_35_decft --frames 3,5,11 --num-samples 128 --steps 50 --workers 0 --render 2 \
+    --output runs/recon35_decft
+python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview \
+    --checkpoint runs/ucla_tiny32_35 --frames 3,5,11 --num-samples 128 --steps 50 --workers 0 --render 2 \
+    --output runs/recon35_pre
+# ... from scratch at the fine-tune's 100 epochs, and the fine-tune with the paper's regularisation recipe
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
+    --num-frames 32 --seeds 0 1 2 --finetune-epochs 100 --rows scratch --config runs/cfg/nocurve.json \
+    --output runs/study_ucla35_scratch100
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
+    --num-frames 32 --seeds 0 1 2 --finetune-epochs 100 --rows finetune --recipe paper --config runs/cfg/nocurve.json \
+    --output runs/study_ucla35_ft100_paper
