@@ -119,8 +119,9 @@ def fit_batch(num_train: int, cap: int = 64, min_steps: int = 8) -> int:
 def smoke_overrides() -> dict:
     """Seconds per row: two seeds, two-epoch protocols, a few pretraining steps (synthetic data)."""
     return {"budget_minutes": 0.3, "max_epochs": 3, "pretrain_batch_size": 16, "batch_size": 16, "seeds": [0, 1],
-            "probe_epochs": 2, "probe_cache_views": 2, "finetune_epochs": 2, "semi_fractions": [0.5], "max_steps_per_epoch": 2,
-            "curve_points": 1, "checkpoint_every": 1, "num_frames": 32, "ray_train": False, "smoke_test": True}
+            "probe_epochs": 2, "probe_cache_views": 2, "finetune_epochs": 2, "semi_fractions": [0.5],
+            "max_steps_per_epoch": 2, "curve_points": 1, "checkpoint_every": 1, "num_frames": 32, "ray_train": False,
+            "smoke_test": True}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -158,10 +159,9 @@ def _seeded_probe(cfg: StudyConfig, name: str, num_frames: int, seeds, **kw) -> 
         runs = []
         for s in seeds:
             sub = join(out, f"seed_{s}")
-            values = dict(_eval_common(cfg, num_frames), epochs=cfg.probe_epochs, checkpoint_every=cfg.probe_epochs,
-                          cache_views=cfg.probe_cache_views, seed=s, output=sub)
-            values.update(kw)  # a caller's own LinearEvalConfig keys (cache_views included) win
-            runs.append(_cached(sub, lambda: run_linear_eval(from_dict(LinearEvalConfig, values), quiet=True)))
+            runs.append(_cached(sub, lambda: run_linear_eval(from_dict(LinearEvalConfig, dict(
+                _eval_common(cfg, num_frames), epochs=cfg.probe_epochs, checkpoint_every=cfg.probe_epochs,
+                cache_views=cfg.probe_cache_views, seed=s, output=sub, **kw)), quiet=True)))
         res = {"protocol": "linear", "label": runs[0]["label"], "seeds": list(seeds), "num_seeds": len(runs),
                "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in runs)}
         res.update(seed_means(runs))

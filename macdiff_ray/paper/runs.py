@@ -114,7 +114,8 @@ class PaperRun:
             "data_dir": cfg.data_dir, "benchmark": cfg.benchmark, "output": cfg.output, "preset": cfg.preset,
             "num_frames": self.num_frames, "batch_size": self.batch, "seeds": list(cfg.seeds),
             "probe_epochs": cfg.probe_epochs, "finetune_epochs": cfg.finetune_epochs, "use_gpu": cfg.use_gpu,
-            "max_steps_per_epoch": cfg.max_steps_per_epoch, "smoke_test": cfg.smoke_test})
+            "max_steps_per_epoch": cfg.max_steps_per_epoch, "smoke_test": cfg.smoke_test,
+            **({"probe_cache_views": 1} if cfg.smoke_test else {})})  # smoke: one cached training view
 
     # ---- pretraining -------------------------------------------------------------------------------------
     def pretrain(self, variant: str) -> tuple[str, dict]:
@@ -150,9 +151,8 @@ class PaperRun:
         if data is not None:  # transfer: probe on another dataset
             study, tag = replace(study, data_dir=data[0], benchmark=data[1]), f"_to_{data[1]}"
         name = f"probe_{_canonical(variant, self.dec_depth)}{tag}"
-        extra = {"cache_views": 1} if self.cfg.smoke_test else {}  # smoke: one cached training view
         return _seeded_probe(study, name, self.num_frames, list(self.cfg.seeds), checkpoint=run_dir,
-                             feature="per_joint", **extra)
+                             feature="per_joint")
 
     def finetune(self, variant: str, fraction: Optional[float] = None, *, t_start: int = 0,
                  ratio: float = 0.0) -> dict:
