@@ -5,6 +5,8 @@ Checkpoints are randomly initialised tiny models (``save_random_checkpoint``), n
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -151,11 +153,13 @@ def test_invalid_arguments_raise(ray_session, synthetic_prepared, synth_ckpt):
         build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", labeled_indices=[0], condition="zeroed")
 
 
-def test_pool_full_condition_reaches_the_actors(ray_session, synthetic_prepared, synth_ckpt):
+def test_pool_full_condition_reaches_the_actors(ray_session, synthetic_prepared, synth_ckpt, caplog):
     """condition="full" (the paper's unmasked recipe) reaches the actors: the pool's samples equal the in-process
-    full-condition worker's and differ from the default masked condition's."""
+    full-condition worker's and differ from the default masked condition's. Choosing it warns."""
     kw = dict(t_start=300, ratio=1.0, num_actors=1, seed=3, labeled_fraction=0.1, chunk_size=4)
-    full = build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", condition="full", **kw)
+    with caplog.at_level(logging.WARNING, logger="macdiff_ray.augment.pool"):
+        full = build_augmenter(synth_ckpt, synthetic_prepared, "synthetic", condition="full", **kw)
+    assert [r for r in caplog.records if "condition 'full'" in r.getMessage()]
     try:
         x_full = full.collect(0)["x"].numpy()
         np.testing.assert_allclose(x_full, _expected(full, 0), atol=1e-5)

@@ -85,3 +85,23 @@ def test_fit_batch_keeps_steps_per_epoch_on_small_splits():
     for n in (64, 100, 500, 5000):
         b = fit_batch(n)
         assert b in (8, 16, 32, 64) and (n // b >= 8 or b == 8)
+
+
+def test_curves_png_without_a_probe_curve_draws_no_empty_legend(tmp_path):
+    """A study run with curve_points 0 and no random-init row still writes curves.png, and without matplotlib's
+    "No artists with labels" warning: the empty panel says why it is empty."""
+    import warnings
+
+    from macdiff_ray.eval.study import _plot
+
+    history = [{"epoch": e, "loss": 1.0 / e} for e in range(1, 6)]
+    out = tmp_path / "curves.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _plot(str(out), history, [], None, "no curve")
+    assert out.is_file() and out.stat().st_size > 1000
+    assert not [w for w in caught if "legend" in str(w.message)], [str(w.message) for w in caught]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _plot(str(tmp_path / "c2.png"), history, [{"epoch": 5, "top1_last": 0.5}], 0.2, "with curve")
+    assert not [w for w in caught if "legend" in str(w.message)]

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from macdiff_ray.augment.core import augment_batch, check_aug_condition, epoch_chunk_seed, num_augmented, plan_sources
+from macdiff_ray.augment.core import FULL_CONDITION_WARNING, augment_batch, check_aug_condition, epoch_chunk_seed, num_augmented, plan_sources
 from macdiff_ray.config import ConfigError, from_dict
 
 __all__ = [
@@ -577,7 +577,8 @@ def build_augmenter(
     ``source_transform``: ``"train"`` (default: each chunk cropped and rotated afresh) or ``"eval"`` (one centre
     crop), see :func:`load_sources`.
     """
-    check_aug_condition(condition)
+    if check_aug_condition(condition) == "full":
+        log.warning(FULL_CONDITION_WARNING)
     from macdiff_ray.data.manifest import load_manifest
     from macdiff_ray.train.checkpoint import check_compatible, load_checkpoint
 

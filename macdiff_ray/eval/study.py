@@ -258,7 +258,11 @@ def _plot(path: str, history: list[dict], curve: list[dict], random_top1: Option
     if random_top1 is not None:
         b.axhline(100 * random_top1, color="grey", ls="--", label="random-init probe")
     b.set(xlabel="pretraining epoch", ylabel="linear probe top-1 (%)", title="probe over pretraining")
-    b.legend(loc="lower right")
+    if curve or random_top1 is not None:
+        b.legend(loc="lower right")
+    else:  # curve_points 0 and no random-init row: say why the panel is empty (no legend without artists)
+        b.text(0.5, 0.5, "no probe curve in this study\n(curve_points 0, no random-init row)", ha="center",
+               va="center", transform=b.transAxes, color="grey")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     if "://" in path:
