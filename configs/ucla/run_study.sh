@@ -92,3 +92,24 @@ python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretra
 python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
     --num-frames 32 --seeds 0 1 2 --finetune-epochs 100 --rows finetune --recipe paper --config runs/cfg/nocurve.json \
     --output runs/study_ucla35_ft100_paper
+# Tenth session: Table 6 on the 35-minute checkpoint and its decoder fine-tune, three sampling seeds; the features
+# come from a classifier fine-tuned 50 epochs on the 35-minute checkpoint
+python experiments/finetune.py --data prepared/ucla --benchmark ucla-xview --checkpoint runs/ucla_tiny32_35 \
+    --num-frames 32 --epochs 50 --batch-size 64 --num-workers 1 --materialize --recipe small --output runs/cls35
+for s in 0 1 2; do for c in ucla_tiny32_35 ucla_tiny32_35_decft; do
+  python experiments/generate.py sample --data prepared/ucla --benchmark ucla-xview --checkpoint runs/$c \
+      --classifier runs/cls35 --num-samples 256 --steps 50 --workers 0 --render 0 --seed $s --output runs/gen10_${c}_s$s
+done; done
+# ... Table 5 on the fine-tuned decoder with reconstruction guidance, with RePaint resampling, and with both; the
+# pretrained decoder with resampling
+for flags in "--guidance 3" "--resample 5" "--resample 5 --guidance 3"; do
+  python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview \
+      --checkpoint runs/ucla_tiny32_35_decft --frames 3,5,11 --num-samples 128 --steps 50 --workers 0 --render 0 \
+      $flags --output "runs/recon10_decft_$(echo $flags | tr -d ' -')"
+done
+python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview --checkpoint runs/ucla_tiny32_35 \
+    --frames 3,5,11 --num-samples 128 --steps 50 --workers 0 --render 0 --resample 5 --output runs/recon10_pre_r5
+# ... the semi-supervised study resumed with small t_s (10, 30, 50) added
+python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
+    --num-frames 32 --seeds 0 1 2 3 4 --finetune-epochs 50 --rows semi --aug-t-start 1 10 30 50 100 300 500 \
+    --config runs/cfg/nocurve.json --output runs/study_ucla35_semi
