@@ -102,10 +102,12 @@ for s in 0 1 2; do for c in ucla_tiny32_35 ucla_tiny32_35_decft; do
 done; done
 # ... Table 5 on the fine-tuned decoder with reconstruction guidance, with RePaint resampling, and with both; the
 # pretrained decoder with resampling
-for flags in "--guidance 3" "--resample 5" "--resample 5 --guidance 3"; do
+for run in "g3 --guidance 3" "r5 --resample 5" "r5g3 --resample 5 --guidance 3"; do
+  set -- $run
+  name=$1; shift
   python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview \
       --checkpoint runs/ucla_tiny32_35_decft --frames 3,5,11 --num-samples 128 --steps 50 --workers 0 --render 0 \
-      $flags --output "runs/recon10_decft_$(echo $flags | tr -d ' -')"
+      "$@" --output runs/recon10_decft_$name
 done
 python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview --checkpoint runs/ucla_tiny32_35 \
     --frames 3,5,11 --num-samples 128 --steps 50 --workers 0 --render 0 --resample 5 --output runs/recon10_pre_r5
