@@ -115,3 +115,12 @@ python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla
 python experiments/study.py --data prepared/ucla --benchmark ucla-xview --pretrained runs/ucla_tiny32_35 \
     --num-frames 32 --seeds 0 1 2 3 4 --finetune-epochs 50 --rows semi --aug-t-start 1 10 30 50 100 300 500 \
     --config runs/cfg/nocurve.json --output runs/study_ucla35_semi
+# ... the per-joint probe's weight decay, 16 cached views, seeds 0-2
+for wd in 0.0001 0.001 0.01; do
+  echo "{\"weight_decay\": $wd}" > runs/probe10/wd$wd.json
+  for s in 0 1 2; do
+    python experiments/linear_eval.py --data prepared/ucla --benchmark ucla-xview --checkpoint runs/ucla_tiny32_35 \
+        --feature per_joint --epochs 100 --batch-size 64 --lr 0.1 --num-frames 32 --num-workers 0 --materialize \
+        --seed $s --cache-views 16 --config runs/probe10/wd$wd.json --output runs/probe10/wd${wd}_seed$s
+  done
+done
