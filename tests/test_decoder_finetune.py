@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from macdiff_ray.config import ConfigError, replace
-from macdiff_ray.generate import ReconstructConfig, SampleConfig, run_reconstruct, run_sample
+from macdiff_ray.generate import RESAMPLE, ReconstructConfig, SampleConfig, run_reconstruct, run_sample
 from macdiff_ray.train.checkpoint import load_checkpoint
 from macdiff_ray.train.decoder_finetune import DecoderFinetuneConfig, run_decoder_finetune
 
@@ -77,6 +77,8 @@ def test_generate_drivers_take_the_finetuned_checkpoint(finetuned, synthetic_pre
                 parts=("trunk",), steps=2, workers=0, num_samples=4, render=0)
     paper = run_reconstruct(ReconstructConfig(**base, output=str(tmp_path / "paper")))
     assert paper["protocol"]["condition"] == "global" and paper["protocol"]["guidance"] == 0
+    assert paper["protocol"]["resample"] == RESAMPLE > 1  # RePaint's resampling by default
+    assert f"resample {RESAMPLE}," in (tmp_path / "paper" / "reconstruction.md").read_text()
     assert paper["protocol"]["paper_protocol"] and paper["checkpoint"]["decoder_finetune"]["condition"] == "global"
     assert "the paper's protocol" in (tmp_path / "paper" / "reconstruction.md").read_text()
     old = run_reconstruct(ReconstructConfig(**base, condition="visible", recon_guidance=3.0,
@@ -122,6 +124,9 @@ def test_baseline_checkpoints_in_the_generate_drivers(synthetic_prepared, tmp_pa
                                           output=str(tmp_path / "x")))
     mae = run_reconstruct(ReconstructConfig(**base, checkpoint=ck["mae"], output=str(tmp_path / "r_mae")))
     assert mae["protocol"]["condition"] == "visible" and "regression" in mae["protocol"]["inpainting"]
+    assert (ddim["protocol"]["resample"], mae["protocol"]["resample"]) == (RESAMPLE, 1)
+    with pytest.raises(ConfigError, match="resample"):  # a regression has no steps to repeat
+        run_reconstruct(ReconstructConfig(**base, checkpoint=ck["mae"], resample=3, output=str(tmp_path / "m3")))
     with pytest.raises(ConfigError, match="cannot reconstruct"):
         run_reconstruct(ReconstructConfig(**base, checkpoint=ck["mamp"], output=str(tmp_path / "y")))
     sample = dict(data_dir=str(synthetic_prepared), benchmark="synthetic", num_samples=8, steps=2, workers=0,

@@ -288,8 +288,10 @@ def test_generate_cli_passes_reconstruction_and_sampling_flags(synthetic_prepare
     common = ["--checkpoint", str(tiny_ckpt), "--data", str(synthetic_prepared), "--benchmark", "synthetic",
               "--workers", "0", "--steps", "2", "--render", "0"]
     rec = cli.main(["reconstruct", *common, "--output", str(tmp_path / "rec"), "--num-samples", "4",
-                    "--frames", "4", "--parts", "trunk", "--guidance", "1.5", "--condition", "visible-all"])
+                    "--frames", "4", "--parts", "trunk", "--guidance", "1.5", "--condition", "visible-all",
+                    "--resample", "2"])
     assert rec["config"]["recon_guidance"] == 1.5 and rec["config"]["condition"] == "visible-all"
+    assert rec["config"]["resample"] == 2 and rec["protocol"]["resample"] == 2
     saved = json.loads((tmp_path / "rec" / "results.json").read_text())["config"]
     assert saved["recon_guidance"] == 1.5
     smp = cli.main(["sample", *common, "--output", str(tmp_path / "smp"), "--num-samples", "8", "--eta", "0"])

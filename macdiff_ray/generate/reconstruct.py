@@ -14,8 +14,9 @@ of the part) and the training mean pose (every row; over the benchmark's trainin
 The protocol follows the checkpoint (``condition="auto"``, ``recon_guidance=None``): a decoder fine-tuned by
 ``experiments/finetune_decoder.py`` runs the paper's protocol (global condition, RePaint-style inpainting without
 guidance); a MacDiff pretraining checkpoint the ``visible`` condition with reconstruction guidance
-:data:`inpainting.RECON_GUIDANCE`; ddim / mdm unconditional inpainting; mae its regression. The table's header
-names the protocol each run used. mamp cannot reconstruct.
+:data:`inpainting.RECON_GUIDANCE`; ddim / mdm unconditional inpainting; mae its regression. Every diffusion
+inpainting repeats each step :data:`inpainting.RESAMPLE` times (RePaint's resampling; ``resample`` overrides).
+The table's header names the protocol each run used. mamp cannot reconstruct.
 
 Outputs under ``output``: ``results.json`` (``config``, ``protocol``, ``wall_time_s``, ``code_version``, rows),
 ``reconstruction.md`` and pictures under ``pictures/``.
@@ -36,7 +37,7 @@ from macdiff_ray.generate.common import (
     CLIP_X0, check_common, chunk_seed, data_info, fmt, load_generator, write_json,
 )
 from macdiff_ray.generate.data import load_split, native_windows, persons_of, train_mean_pose
-from macdiff_ray.generate.inpainting import CONDITIONS, default_guidance, resolve_condition
+from macdiff_ray.generate.inpainting import CONDITIONS, default_guidance, default_resample, resolve_condition
 from macdiff_ray.generate.workers import kill_workers, make_workers, run_chunks
 
 __all__ = ["ReconstructConfig", "occlusion_rows", "reconstruction_markdown", "run_reconstruct", "describe_protocol"]
@@ -58,7 +59,7 @@ class ReconstructConfig:
     parts: tuple[str, ...] = ("trunk", "left_arm", "right_arm", "left_leg", "right_leg")
     condition: str = "auto"
     steps: int = 50
-    resample: int = 1
+    resample: Optional[int] = None  # RePaint resampling per DDIM step; None = the protocol's (default_resample)
     eta: float = 1.0
     clip_x0: Optional[float] = CLIP_X0  # clamp of x0_hat in normalised units (diffusion._predict); None = off
     recon_guidance: Optional[float] = None  # reconstruction-guidance weight (diffusion.inpaint); None = protocol's
@@ -78,7 +79,7 @@ class ReconstructConfig:
         if self.condition not in CONDITIONS:
             raise ConfigError(f"ReconstructConfig.condition (--condition): {self.condition!r} is not one of "
                               f"{list(CONDITIONS)}")
-        if self.resample < 1:
+        if self.resample is not None and self.resample < 1:
             raise ConfigError(f"ReconstructConfig.resample (--resample): expected >= 1, got {self.resample}")
         if self.recon_guidance is not None and not self.recon_guidance >= 0:
             raise ConfigError(f"ReconstructConfig.recon_guidance (--guidance): expected >= 0 (0 = off), got "
@@ -130,7 +131,7 @@ def reconstruction_markdown(result: Mapping[str, Any]) -> str:
     lines = [
         f"Motion reconstruction on {result['data']['dataset']} {c['benchmark']}/{c['split']} "
         f"({result['num_persons']} persons, model T0 = {result['model_frames']} frames), MPJPE over occluded joints "
-        f"in mm (lower is better). Protocol: {proto['label']}; {c['steps']} DDIM steps, resample {c['resample']}, "
+        f"in mm (lower is better). Protocol: {proto['label']}; {c['steps']} DDIM steps, resample {proto.get('resample', c['resample'])}, "
         f"eta {c['eta']}; checkpoint {result['checkpoint']['path']} (epoch {result['checkpoint']['epoch']}).",
         "",
     ]
@@ -170,7 +171,10 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
         raise ConfigError("recon_guidance (--guidance): the mae baseline regresses in one pass; no guidance")
     guidance = 0.0 if method == "mae" else (
         cfg.recon_guidance if cfg.recon_guidance is not None else default_guidance(condition))
-    protocol = describe_protocol(method, condition, guidance, finetuned)
+    resample = cfg.resample if cfg.resample is not None else default_resample(method)
+    if method == "mae" and resample != 1:
+        raise ConfigError("resample (--resample): the mae baseline regresses in one pass; no diffusion steps to repeat")
+    protocol = describe_protocol(method, condition, guidance, finetuned) | {"resample": resample}
     stats = bundle["stats"]
     mc = bundle["model_config"]
     T, V, C = int(mc["num_frames"]), int(mc["num_joints"]), int(mc["channels"])
@@ -198,7 +202,7 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
     try:
         for task, (name, known) in enumerate(specs):
             calls = [(x[a : a + cfg.chunk_size], known[a : a + cfg.chunk_size], chunk_seed(cfg.seed, task, j),
-                      condition, cfg.steps, cfg.resample, cfg.eta, cfg.clip_x0, guidance)
+                      condition, cfg.steps, resample, cfg.eta, cfg.clip_x0, guidance)
                      for j, a in enumerate(range(0, x.shape[0], cfg.chunk_size))]
             t0 = time.perf_counter()
             rec = np.concatenate(run_chunks(handles, "reconstruct", calls, desc=f"reconstruct {name}"))  # (P, T, V, C)
