@@ -124,3 +124,16 @@ for wd in 0.0001 0.001 0.01; do
         --seed $s --cache-views 16 --config runs/probe10/wd$wd.json --output runs/probe10/wd${wd}_seed$s
   done
 done
+# ... the DDIM and MAE baselines at the same 35-minute budget on both cores, one after the other, then their
+# reconstructions (default protocols: RePaint resampling 5 for DDIM) and DDIM's samples for Table 6
+for m in ddim mae; do
+  python experiments/pretrain.py --config configs/ucla_tiny32_pretrain.json --method $m --budget-minutes 35 \
+      --output runs/ucla_tiny32_35_$m
+  python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview \
+      --checkpoint runs/ucla_tiny32_35_$m --frames 3,5,11 --num-samples 128 --steps 50 --workers 0 --render 0 \
+      --output runs/recon10_${m}35
+done
+for s in 0 1 2; do
+  python experiments/generate.py sample --data prepared/ucla --benchmark ucla-xview --checkpoint runs/ucla_tiny32_35_ddim \
+      --classifier runs/cls35 --num-samples 256 --steps 50 --workers 0 --render 0 --seed $s --output runs/gen10_ddim35_s$s
+done
