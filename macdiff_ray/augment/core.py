@@ -39,8 +39,8 @@ import torch
 from macdiff_ray.config import ConfigError
 from macdiff_ray.diffusion import Schedule, one_step_denoise
 
-__all__ = ["AUG_CONDITIONS", "FULL_CONDITION_WARNING", "check_aug_condition", "unmasked_condition", "num_mask_passes", "masked_passes_predict",
-           "augment_batch", "plan_sources", "num_augmented", "one_step_gap_bound", "epoch_chunk_seed"]
+__all__ = ["AUG_CONDITIONS", "FULL_CONDITION_WARNING", "check_aug_condition", "unmasked_condition", "num_mask_passes",
+           "masked_passes_predict", "augment_batch", "plan_sources", "num_augmented", "one_step_gap_bound", "epoch_chunk_seed"]
 
 
 class _AugmentModel(Protocol):  # what augment_batch needs of a MacDiff (tests pass oracles with this shape)

@@ -38,7 +38,9 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from macdiff_ray.augment.core import FULL_CONDITION_WARNING, augment_batch, check_aug_condition, epoch_chunk_seed, num_augmented, plan_sources
+from macdiff_ray.augment.core import (
+    FULL_CONDITION_WARNING, augment_batch, check_aug_condition, epoch_chunk_seed, num_augmented, plan_sources,
+)
 from macdiff_ray.config import ConfigError, from_dict
 
 __all__ = [

@@ -131,7 +131,8 @@ def reconstruction_markdown(result: Mapping[str, Any]) -> str:
     lines = [
         f"Motion reconstruction on {result['data']['dataset']} {c['benchmark']}/{c['split']} "
         f"({result['num_persons']} persons, model T0 = {result['model_frames']} frames), MPJPE over occluded joints "
-        f"in mm (lower is better). Protocol: {proto['label']}; {c['steps']} DDIM steps, resample {proto.get('resample', c['resample'])}, "
+        f"in mm (lower is better). Protocol: {proto['label']}; {c['steps']} DDIM steps, "
+        f"resample {proto.get('resample', c['resample'])}, "
         f"eta {c['eta']}; checkpoint {result['checkpoint']['path']} (epoch {result['checkpoint']['epoch']}).",
         "",
     ]
