@@ -40,7 +40,8 @@ from macdiff_ray.train.optim import WarmupCosine, build_optimizer  # noqa: E402
 from macdiff_ray.train.perf import matmul_flops, write_figures  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-SMOKE = dict(preset="tiny", num_frames=16, batch_size=4, steps=4, chunk=2, threads=1, synthetic_samples=48)
+SMOKE = dict(preset="tiny", num_frames=16, batch_size=4, steps=4, chunk=2, threads=1, synthetic_samples=48,
+             matmul_n=256)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=200, help="optimiser steps per precision")
     p.add_argument("--chunk", type=int, default=10, help="steps per interleaved chunk")
+    p.add_argument("--matmul-n", dest="matmul_n", type=int,
+                   help="size of the reference matmul (default 2048 on the CPU, 8192 on CUDA; a CPU without native "
+                        "bf16 kernels takes seconds per 2048^3 bf16 matmul)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak lr (warm-up over the first tenth of the steps)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -143,7 +147,8 @@ def run(args) -> dict:
             models[name] = DiffusionLoss(net, make_schedule(DiffusionConfig())).to(device).to_device(device)
             opts[name] = build_optimizer(net, args.lr, 0.05, (0.9, 0.95))
         sched = WarmupCosine(args.lr, min(1e-5, args.lr), max(1, args.steps // 10), args.steps)
-        matmul = {n: matmul_flops(device, d or torch.float32, 2048 if device.type == "cpu" else 8192)
+        size = args.matmul_n or (2048 if device.type == "cpu" else 8192)
+        matmul = {n: matmul_flops(device, d or torch.float32, size)
                   for n, d in PRECISIONS.items()}
         print(f"{args.preset}, {benchmark}, batch {args.batch_size}, {args.num_frames} frames, {args.steps} steps "
               f"per precision in chunks of {args.chunk}, {torch.get_num_threads()} threads on {device}; "

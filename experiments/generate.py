@@ -3,7 +3,7 @@
     python experiments/generate.py reconstruct --checkpoint CKPT --data DIR --benchmark B --output OUT \
         [--split test] [--num-samples N (0 = all)] [--frames 10,20,40] [--parts trunk,left_arm,...] \
         [--condition auto|global|global-all|visible|visible-all|zeroed|none] [--guidance W] [--steps 50] \
-        [--resample 5] [--eta 1.0] [--no-native] [--workers K] [--seed S]
+        [--resample 5] [--init noise|interpolation --init-strength S] [--eta 1.0] [--no-native] [--workers K] [--seed S]
     python experiments/generate.py sample --checkpoint CKPT --data DIR --benchmark B --output OUT \
         [--classifier FINETUNE_CKPT] [--feature pooled|penultimate] [--num-samples 256] [--num-real 0] \
         [--steps 50] [--eta 1.0] [--workers K] [--seed S]
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from macdiff_ray.cli import parser  # noqa: E402
 from macdiff_ray.generate import (  # noqa: E402
-    CLIP_X0, CONDITIONS, RECON_GUIDANCE, RESAMPLE, SAMPLE_ETA, ReconstructConfig, SampleConfig, config_from_args,
+    CLIP_X0, CONDITIONS, INITS, RECON_GUIDANCE, RESAMPLE, SAMPLE_ETA, ReconstructConfig, SampleConfig, config_from_args,
     render_sequences, run_reconstruct, run_sample,
 )
 
@@ -85,6 +85,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="skip the MPJPE on the data's own frames")
     r.add_argument("--resample", type=int, default=None,
                    help=f"RePaint resampling per DDIM step (default {RESAMPLE} for the diffusion models, 1 for mae)")
+    r.add_argument("--init", default="noise", choices=INITS,
+                   help="where each frame row's chain starts: noise (RePaint, the paper's), or interpolation "
+                        "(SDEdit from the linear interpolation of the gap; part rows start from noise)")
+    r.add_argument("--init-strength", dest="init_strength", type=float, default=1.0,
+                   help="with --init interpolation: the fraction of the chain run, 0 < S < 1")
     r.add_argument("--eta", type=float, default=1.0, help="DDIM eta of the inpainting steps")
 
     s = sub.add_parser("sample", parents=[common, model], help="unconditional generation (Table 6)")
@@ -148,7 +153,7 @@ def main(argv=None) -> dict:
     keys = ["checkpoint", "data_dir", "benchmark", "output", "split", "steps", "workers", "chunk_size", "seed",
             "num_samples", "eta"]
     if args.command == "reconstruct":
-        keys += ["frames", "parts", "condition", "resample", "recon_guidance", "native"]
+        keys += ["frames", "parts", "condition", "resample", "recon_guidance", "init", "init_strength", "native"]
         cls, run, table = ReconstructConfig, run_reconstruct, "reconstruction.md"
     else:
         keys += ["classifier", "feature", "num_real"]

@@ -128,6 +128,7 @@ def test_one_step_denoise_with_perfect_oracle_returns_x0():
 def test_respaced_timesteps():
     seq = respaced_timesteps(1000, 50)
     assert len(seq) == 50 and seq[0] == 0 and seq[-1] == 999 and seq == sorted(seq)
+    assert respaced_timesteps(1000, 1) == [999]  # one step starts at the top too
     with pytest.raises(ValueError):
         respaced_timesteps(1000, 0)
 
@@ -184,6 +185,52 @@ def test_inpaint_keeps_known_entries(resample):
     # With the exact oracle of x, the unknown entries are recovered too.
     rec = inpaint(s, _oracle(s, x.double()), x.double(), known, steps=8, resample=resample, eta=0.0, generator=g)
     torch.testing.assert_close(rec, x.double())
+
+
+def test_inpaint_sdedit_start_runs_the_chain_from_the_first_guess():
+    """init_strength s < 1 (SDEdit): round(s * steps) DDIM steps from a forward sample of x_init at s of the way.
+
+    Under a model that predicts eps = 0 and deterministic DDIM, every step keeps x_t / sqrt(ab_t), so the result is
+    x_init plus the start's noise scaled by sqrt((1 - ab) / ab): the shorter the chain, the nearer to x_init."""
+    from macdiff_ray.diffusion.gaussian import sampling_start
+
+    s = make_schedule(DiffusionConfig())
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 12, 5, 3, generator=g)
+    known = torch.ones_like(x, dtype=torch.bool)
+    known[:, 4:8] = False
+    guess = x + 0.5 * torch.randn(x.shape, generator=g)  # a first guess, wrong on the gap
+    calls = []
+
+    def zero_eps(x_t, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(x_t)
+
+    spread = {}
+    for strength in (0.05, 0.3, 1.0):
+        for resample in (1, 2):
+            calls.clear()
+            out = inpaint(s, zero_eps, x, known, steps=10, resample=resample, eta=0.0, x_init=guess,
+                          init_strength=strength, generator=torch.Generator().manual_seed(0))
+            assert torch.equal(out[known], x[known])
+            assert len(calls) == resample * max(1, round(strength * 10))
+            t0 = round(strength * sampling_start(s)) if strength < 1 else sampling_start(s)
+            assert max(calls) == t0
+            if resample == 1:  # the exact law: guess + sqrt((1 - ab) / ab) * noise
+                ab = float(s.alphas_cumprod[t0])
+                spread[strength] = float((out - guess)[~known].std()) / ((1 - ab) / ab) ** 0.5
+    assert spread[0.05] == pytest.approx(1.0, rel=0.2) and spread[0.3] == pytest.approx(1.0, rel=0.2)
+    # from noise (s = 1) the guess is ignored; part-way it is not
+    for strength, same in ((1.0, True), (0.3, False)):
+        a, b = (inpaint(s, zero_eps, x, known, steps=10, eta=0.0, x_init=gs, init_strength=strength,
+                        generator=torch.Generator().manual_seed(0)) for gs in (guess, guess + 5))
+        assert torch.equal(a, b) == same
+    with pytest.raises(ValueError, match="x_init"):
+        inpaint(s, zero_eps, x, known, steps=4, init_strength=0.5)
+    with pytest.raises(ValueError, match="init_strength"):
+        inpaint(s, zero_eps, x, known, steps=4, x_init=guess, init_strength=0.0)
+    with pytest.raises(ValueError, match="x_init"):
+        inpaint(s, zero_eps, x, known, steps=4, x_init=guess[:, :6], init_strength=0.5)
 
 
 def test_reconstruction_guidance_scale_and_invariants():

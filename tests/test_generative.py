@@ -108,6 +108,33 @@ def test_reconstruct_batch_keeps_known_entries_exactly(tiny_model, condition, gu
     assert torch.equal(out3, out)
 
 
+def test_reconstruct_batch_interpolation_start(tiny_model):
+    """init 'interpolation' (SDEdit) starts from the linear interpolation of the gap: with a short chain the result
+    stays near it, and a row whose joint has no known frame (a body part) is refused."""
+    from macdiff_ray.generate.occlusion import linear_interpolation_fill, part_occlusion_mask, \
+        random_frame_occlusion_masks
+    from macdiff_ray.data.layouts import get_layout
+
+    model, schedule = tiny_model
+    V = model.cfg.num_joints
+    x = torch.randn(4, T0, V, 3)  # (N, T, V, C)
+    known = torch.from_numpy(random_frame_occlusion_masks(T0, V, 3, 5, batch_size=4, seed=1))
+    lin = linear_interpolation_fill(torch.where(known, x, torch.zeros_like(x)), known)
+    gen = torch.Generator().manual_seed(0)
+    near = reconstruct_batch(model, schedule, x, known, condition="none", steps=20, init="interpolation",
+                             init_strength=0.05, generator=gen)
+    far = reconstruct_batch(model, schedule, x, known, condition="none", steps=20, generator=gen)
+    assert torch.equal(near[known], x[known])
+    d_near, d_far = (float((o - lin)[~known].abs().mean()) for o in (near, far))
+    assert d_near < 0.5 * d_far, (d_near, d_far)
+    part = torch.from_numpy(part_occlusion_mask(get_layout("ntu25"), "left_arm", T0, 3)).expand_as(x)
+    with pytest.raises(ValueError, match="no known frame"):
+        reconstruct_batch(model, schedule, x, part, condition="none", steps=2, init="interpolation",
+                          init_strength=0.5)
+    with pytest.raises(ConfigError, match="init"):
+        reconstruct_batch(model, schedule, x, known, condition="none", steps=2, init="mean", init_strength=0.5)
+
+
 def test_visible_condition_draws_pretraining_sized_subsets(tiny_model, monkeypatch):
     """'visible' shows the encoder at most K = num_visible observed tokens (the pretraining count), a fresh draw at
     every model call; 'visible-all' shows every observed token, the same at every call."""
@@ -147,6 +174,12 @@ def test_configs_validate():
         ReconstructConfig(**base, resample=0)
     with pytest.raises(ConfigError, match="recon_guidance"):
         ReconstructConfig(**base, recon_guidance=-0.5)
+    with pytest.raises(ConfigError, match="init"):
+        ReconstructConfig(**base, init="mean")
+    with pytest.raises(ConfigError, match="strength below 1"):
+        ReconstructConfig(**base, init="interpolation")
+    with pytest.raises(ConfigError, match="init_strength"):
+        ReconstructConfig(**base, init="interpolation", init_strength=1.5)
     with pytest.raises(ConfigError, match="num_samples"):
         SampleConfig(**base, num_samples=3)  # not more than k = 3
     with pytest.raises(ConfigError, match="checkpoint"):
@@ -289,9 +322,11 @@ def test_generate_cli_passes_reconstruction_and_sampling_flags(synthetic_prepare
               "--workers", "0", "--steps", "2", "--render", "0"]
     rec = cli.main(["reconstruct", *common, "--output", str(tmp_path / "rec"), "--num-samples", "4",
                     "--frames", "4", "--parts", "trunk", "--guidance", "1.5", "--condition", "visible-all",
-                    "--resample", "2"])
+                    "--resample", "2", "--init", "interpolation", "--init-strength", "0.4"])
     assert rec["config"]["recon_guidance"] == 1.5 and rec["config"]["condition"] == "visible-all"
     assert rec["config"]["resample"] == 2 and rec["protocol"]["resample"] == 2
+    assert rec["protocol"]["init"] == "interpolation" and rec["protocol"]["init_strength"] == 0.4
+    assert "started from the linear interpolation, 0.4 of the chain" in (tmp_path / "rec" / "reconstruction.md").read_text()
     saved = json.loads((tmp_path / "rec" / "results.json").read_text())["config"]
     assert saved["recon_guidance"] == 1.5
     smp = cli.main(["sample", *common, "--output", str(tmp_path / "smp"), "--num-samples", "8", "--eta", "0"])

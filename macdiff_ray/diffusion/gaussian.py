@@ -149,6 +149,8 @@ def respaced_timesteps(num_steps: int, steps: int) -> list[int]:
     """``steps`` increasing timestep indices spread evenly over ``0 .. num_steps-1``, always ending at T-1."""
     if not 1 <= steps <= num_steps:
         raise ValueError(f"steps: expected 1 <= steps <= {num_steps}, got {steps}")
+    if steps == 1:  # linspace would give [0]: one step must still start at the top
+        return [num_steps - 1]
     seq = torch.linspace(0, num_steps - 1, steps, dtype=torch.float64).round().long().tolist()
     return sorted(set(int(i) for i in seq))
 
@@ -284,6 +286,8 @@ def inpaint(
     guidance_weight: float = 0.0,
     clip_x0: Optional[float] = None,
     recon_guidance: float = 0.0,
+    x_init: Optional[torch.Tensor] = None,
+    init_strength: float = 1.0,
 ) -> torch.Tensor:
     """RePaint-style inpainting (Lugmayr et al. 2022, Alg. 1) on respaced DDIM steps.
 
@@ -298,9 +302,20 @@ def inpaint(
     (replacement alone only lets information flow through the model's attention and gives incoherent fills when
     the model is weak). Costs one backward pass of ``model_fn`` per step; ``model_fn`` must be differentiable
     with respect to x_t.
+
+    ``x_init`` with ``init_strength`` s < 1 starts the chain part-way, as SDEdit (Meng et al. 2022) does: from a
+    forward sample of ``x_init`` (a first guess of the whole sequence, e.g. a linear interpolation of the gaps) at
+    the timestep s of the way to the usual start, with ``round(s * steps)`` (at least 1) of the DDIM steps. s = 1
+    (the default) starts from pure noise and ignores ``x_init``.
     The known entries of the result equal ``x_known`` exactly. Returns (N, ...).
     """
     _check_target(target)
+    if not 0.0 < init_strength <= 1.0:
+        raise ValueError(f"init_strength: expected 0 < s <= 1, got {init_strength}")
+    if init_strength < 1.0 and x_init is None:
+        raise ValueError("init_strength < 1 needs x_init (the first guess the chain starts from)")
+    if x_init is not None and x_init.shape != x_known.shape:
+        raise ValueError(f"x_init: expected shape {tuple(x_known.shape)}, got {tuple(x_init.shape)}")
     if resample < 1:
         raise ValueError(f"resample: expected >= 1, got {resample}")
     if recon_guidance < 0:
@@ -314,7 +329,12 @@ def inpaint(
         return torch.randn(x_known.shape, generator=generator, device=dev, dtype=dt)  # (N, ...)
 
     x = randn() if x_T is None else x_T  # (N, ...)
-    seq = respaced_timesteps(sampling_start(s) + 1, steps)  # 0 .. t_start
+    t_first = sampling_start(s)
+    if init_strength < 1.0:  # SDEdit: start at a fraction of the way, from a forward sample of the first guess
+        t_first = max(0, round(init_strength * t_first))
+        steps = max(1, min(t_first + 1, round(init_strength * steps)))
+        x = q_sample(s, x_init, torch.full((n,), t_first, dtype=torch.long, device=dev), randn())  # (N, ...)
+    seq = respaced_timesteps(t_first + 1, steps)  # 0 .. t_first
     for i in reversed(range(len(seq))):
         t, t_prev = seq[i], (seq[i - 1] if i > 0 else -1)
         tt = torch.full((n,), t, dtype=torch.long, device=dev)  # (N,)

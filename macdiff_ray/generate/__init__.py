@@ -15,14 +15,14 @@ One file per idea:
 """
 
 from macdiff_ray.generate.common import CLIP_X0, chunk_seed, config_from_args
-from macdiff_ray.generate.inpainting import CONDITIONS, RECON_GUIDANCE, RESAMPLE, reconstruct_batch
+from macdiff_ray.generate.inpainting import CONDITIONS, INITS, RECON_GUIDANCE, RESAMPLE, reconstruct_batch
 from macdiff_ray.generate.reconstruct import ReconstructConfig, run_reconstruct
 from macdiff_ray.generate.render import render_sequences
 from macdiff_ray.generate.sample import SampleConfig, run_sample
 from macdiff_ray.generate.sampling import SAMPLE_ETA, sample_batch
 
 __all__ = [
-    "CLIP_X0", "CONDITIONS", "RECON_GUIDANCE", "RESAMPLE", "SAMPLE_ETA", "ReconstructConfig", "SampleConfig",
+    "CLIP_X0", "CONDITIONS", "INITS", "RECON_GUIDANCE", "RESAMPLE", "SAMPLE_ETA", "ReconstructConfig", "SampleConfig",
     "chunk_seed", "config_from_args", "reconstruct_batch", "render_sequences", "run_reconstruct", "run_sample",
     "sample_batch",
 ]

@@ -37,8 +37,8 @@ import torch
 from macdiff_ray.config import ConfigError
 from macdiff_ray.generate.common import CLIP_X0
 
-__all__ = ["CONDITIONS", "RECON_GUIDANCE", "RESAMPLE", "MAE_DRAWS", "resolve_condition", "default_guidance",
-           "default_resample",
+__all__ = ["CONDITIONS", "INITS", "RECON_GUIDANCE", "RESAMPLE", "MAE_DRAWS", "resolve_condition", "default_guidance",
+           "default_resample", "check_init",
            "visible_token_mask", "visible_condition", "draw_visible_subset", "reconstruct_batch"]
 
 CONDITIONS = ("auto", "global", "global-all", "visible", "visible-all", "zeroed", "none")
@@ -54,6 +54,10 @@ METHOD_CONDITIONS = {
 # w = 0: 202 / 379, 1: 151 / 287, 2: 134 / 239, 3: 129 / 223, 4: 129 / 224. The 80-epoch model: w = 2: 150 / 231,
 # 4: 160 / 229. The paper's protocol (fine-tuned decoder, global condition) is RePaint's replacement: w = 0.
 RECON_GUIDANCE = 3.0
+# Where the reverse chain starts (``init``): ``noise`` (RePaint, the paper's protocol), or ``interpolation``: SDEdit
+# from the linear interpolation of the gaps over time, ``init_strength`` of the way (diffusion.inpaint). The
+# interpolation needs a known frame of every joint: it fits frame occlusions, not whole body parts.
+INITS = ("noise", "interpolation")
 MAE_DRAWS = 10  # mae: predictions averaged over this many K-subsets of the observed tokens
 
 
@@ -96,6 +100,16 @@ def default_guidance(condition: str) -> float:
     """Reconstruction-guidance weight when none is given: :data:`RECON_GUIDANCE` for the ``visible`` protocol, 0
     (RePaint's replacement alone, the paper's) for every other condition."""
     return RECON_GUIDANCE if condition == "visible" else 0.0
+
+
+def check_init(init: str, init_strength: float, method: str) -> None:
+    """Raise :class:`ConfigError` for an ``init`` / ``init_strength`` pair that cannot run (see :data:`INITS`)."""
+    if init not in INITS:
+        raise ConfigError(f"init (--init): {init!r} is not one of {list(INITS)}")
+    if not 0.0 < init_strength <= 1.0:
+        raise ConfigError(f"init_strength (--init-strength): expected 0 < s <= 1 (1 = from noise), got {init_strength}")
+    if init != "noise" and method == "mae":
+        raise ConfigError("init (--init): the mae baseline regresses in one pass; it has no chain to start")
 
 
 def visible_token_mask(known: torch.Tensor, patch_len: int) -> torch.Tensor:
@@ -186,6 +200,8 @@ def reconstruct_batch(
     generator: Optional[torch.Generator] = None,
     clip_x0: Optional[float] = CLIP_X0,
     recon_guidance: float = 0.0,
+    init: str = "noise",
+    init_strength: float = 1.0,
 ) -> torch.Tensor:
     """Recover the unknown entries of single-person sequences.
 
@@ -199,6 +215,8 @@ def reconstruct_batch(
             ``global`` and ``visible`` draw a fresh subset of the observed tokens at every model call from
             ``generator``.
         recon_guidance: reconstruction-guidance weight of :func:`macdiff_ray.diffusion.inpaint` (0 = off).
+        init, init_strength: where the chain starts (:data:`INITS`); ``interpolation`` needs a known frame of every
+            joint and coordinate of every row.
     Returns:
         (N, T, V, C); equal to ``x`` exactly where ``known``.
     """
@@ -209,7 +227,16 @@ def reconstruct_batch(
         raise ValueError(f"condition: {condition!r} does not fit method {method!r}")
     if known.shape != x.shape or known.dtype != torch.bool:
         raise ValueError(f"known: expected bool of shape {tuple(x.shape)}, got {known.dtype} {tuple(known.shape)}")
+    check_init(init, init_strength, method)
     x_in = torch.where(known, x, torch.zeros_like(x))  # (N, T, V, C) occluded values never reach the model
+    x_init = None
+    if init == "interpolation":
+        from macdiff_ray.generate.occlusion import linear_interpolation_fill
+
+        if not bool(known.any(dim=1).all()):
+            raise ValueError("init 'interpolation': some joint has no known frame in a row (a body-part occlusion); "
+                             "start those from noise")
+        x_init = linear_interpolation_fill(x_in, known)  # (N, T, V, C) same dtype and device
     out = torch.empty_like(x)  # (N, T, V, C)
     for idx, cond_fn, varies in _condition_groups(model, x_in, known, condition, generator):
         if not model.cfg.is_diffusion:  # mae: one regression pass per draw of the condition
@@ -224,5 +251,6 @@ def reconstruct_batch(
 
         out[idx] = inpaint(schedule, model_fn, x_in[idx], known[idx], steps=steps, resample=resample, eta=eta,
                            target=model.cfg.target, generator=generator, clip_x0=clip_x0,
-                           recon_guidance=recon_guidance)  # (n, T, V, C)
+                           recon_guidance=recon_guidance, init_strength=init_strength,
+                           x_init=None if x_init is None else x_init[idx])  # (n, T, V, C)
     return torch.where(known, x, out)  # (N, T, V, C) known entries exactly the input

@@ -16,6 +16,8 @@ The protocol follows the checkpoint (``condition="auto"``, ``recon_guidance=None
 guidance); a MacDiff pretraining checkpoint the ``visible`` condition with reconstruction guidance
 :data:`inpainting.RECON_GUIDANCE`; ddim / mdm unconditional inpainting; mae its regression. Every diffusion
 inpainting repeats each step :data:`inpainting.RESAMPLE` times (RePaint's resampling; ``resample`` overrides).
+``init`` ``interpolation`` starts each frame row's chain from the linear interpolation of its gap, ``init_strength``
+of the way (SDEdit; :data:`inpainting.INITS`); part rows, whose joints have no known frame, start from noise.
 The table's header names the protocol each run used. mamp cannot reconstruct.
 
 Outputs under ``output``: ``results.json`` (``config``, ``protocol``, ``wall_time_s``, ``code_version``, rows),
@@ -37,7 +39,8 @@ from macdiff_ray.generate.common import (
     CLIP_X0, check_common, chunk_seed, data_info, fmt, load_generator, write_json,
 )
 from macdiff_ray.generate.data import load_split, native_windows, persons_of, train_mean_pose
-from macdiff_ray.generate.inpainting import CONDITIONS, default_guidance, default_resample, resolve_condition
+from macdiff_ray.generate.inpainting import (CONDITIONS, INITS, check_init, default_guidance, default_resample,
+                                             resolve_condition)
 from macdiff_ray.generate.workers import kill_workers, make_workers, run_chunks
 
 __all__ = ["ReconstructConfig", "occlusion_rows", "reconstruction_markdown", "run_reconstruct", "describe_protocol"]
@@ -63,6 +66,8 @@ class ReconstructConfig:
     eta: float = 1.0
     clip_x0: Optional[float] = CLIP_X0  # clamp of x0_hat in normalised units (diffusion._predict); None = off
     recon_guidance: Optional[float] = None  # reconstruction-guidance weight (diffusion.inpaint); None = protocol's
+    init: str = "noise"  # where a frame row's chain starts: noise, or interpolation (SDEdit; inpainting.INITS)
+    init_strength: float = 1.0  # with init interpolation: the fraction of the chain run (1 = the whole, from noise)
     native: bool = True  # also score on the data's own frames (native_mpjpe)
     num_samples: int = 0
     workers: int = 1
@@ -84,6 +89,14 @@ class ReconstructConfig:
         if self.recon_guidance is not None and not self.recon_guidance >= 0:
             raise ConfigError(f"ReconstructConfig.recon_guidance (--guidance): expected >= 0 (0 = off), got "
                               f"{self.recon_guidance}")
+        if self.init not in INITS:
+            raise ConfigError(f"ReconstructConfig.init (--init): {self.init!r} is not one of {list(INITS)}")
+        if not 0.0 < self.init_strength <= 1.0:
+            raise ConfigError(f"ReconstructConfig.init_strength (--init-strength): expected 0 < s <= 1 (1 = from "
+                              f"noise), got {self.init_strength}")
+        if self.init == "interpolation" and self.init_strength == 1.0:
+            raise ConfigError("ReconstructConfig.init_strength (--init-strength): init 'interpolation' needs a "
+                              "strength below 1 (at 1 the chain starts from pure noise and ignores the interpolation)")
         if self.num_samples < 0:
             raise ConfigError(f"ReconstructConfig.num_samples: expected >= 0 (0 = all), got {self.num_samples}")
         if not self.frames and not self.parts:
@@ -133,6 +146,8 @@ def reconstruction_markdown(result: Mapping[str, Any]) -> str:
         f"({result['num_persons']} persons, model T0 = {result['model_frames']} frames), MPJPE over occluded joints "
         f"in mm (lower is better). Protocol: {proto['label']}; {c['steps']} DDIM steps, "
         f"resample {proto.get('resample', c['resample'])}, "
+        + (f"frame rows started from the linear interpolation, {proto['init_strength']:g} of the chain (SDEdit), "
+           if proto.get("init", "noise") != "noise" else "") +
         f"eta {c['eta']}; checkpoint {result['checkpoint']['path']} (epoch {result['checkpoint']['epoch']}).",
         "",
     ]
@@ -175,7 +190,9 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
     resample = cfg.resample if cfg.resample is not None else default_resample(method)
     if method == "mae" and resample != 1:
         raise ConfigError("resample (--resample): the mae baseline regresses in one pass; no diffusion steps to repeat")
-    protocol = describe_protocol(method, condition, guidance, finetuned) | {"resample": resample}
+    check_init(cfg.init, cfg.init_strength, method)
+    protocol = describe_protocol(method, condition, guidance, finetuned) | {
+        "resample": resample, "init": cfg.init, "init_strength": cfg.init_strength}
     stats = bundle["stats"]
     mc = bundle["model_config"]
     T, V, C = int(mc["num_frames"]), int(mc["num_joints"]), int(mc["channels"])
@@ -202,8 +219,9 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
     rows, recons = [], {}
     try:
         for task, (name, known) in enumerate(specs):
+            init = (cfg.init, cfg.init_strength) if name.startswith("frames-") else ("noise", 1.0)
             calls = [(x[a : a + cfg.chunk_size], known[a : a + cfg.chunk_size], chunk_seed(cfg.seed, task, j),
-                      condition, cfg.steps, resample, cfg.eta, cfg.clip_x0, guidance)
+                      condition, cfg.steps, resample, cfg.eta, cfg.clip_x0, guidance, *init)
                      for j, a in enumerate(range(0, x.shape[0], cfg.chunk_size))]
             t0 = time.perf_counter()
             rec = np.concatenate(run_chunks(handles, "reconstruct", calls, desc=f"reconstruct {name}"))  # (P, T, V, C)

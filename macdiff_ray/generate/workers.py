@@ -45,13 +45,15 @@ class GenerativeWorker:
         return out.float().cpu().numpy()  # (n, T, V, C)
 
     def reconstruct(self, x: np.ndarray, known: np.ndarray, seed: int, condition: str, steps: int, resample: int,
-                    eta: float, clip_x0: Optional[float] = CLIP_X0, recon_guidance: float = 0.0) -> np.ndarray:
+                    eta: float, clip_x0: Optional[float] = CLIP_X0, recon_guidance: float = 0.0,
+                    init: str = "noise", init_strength: float = 1.0) -> np.ndarray:
         """x (n, T0, V, C) float32 normalised, known (n, T0, V, C) bool -> (n, T0, V, C) float32."""
         xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)  # (n, T, V, C)
         kt = torch.from_numpy(np.ascontiguousarray(known, bool)).to(self.device)  # (n, T, V, C)
         out = reconstruct_batch(self.model, self.schedule, xt, kt, condition=condition, steps=steps,
                                 resample=resample, eta=eta, generator=self._gen(seed),
-                                clip_x0=clip_x0, recon_guidance=recon_guidance)  # (n, T, V, C)
+                                clip_x0=clip_x0, recon_guidance=recon_guidance, init=init,
+                                init_strength=init_strength)  # (n, T, V, C)
         return out.float().cpu().numpy()
 
     def info(self) -> dict:
