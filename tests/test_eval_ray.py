@@ -55,6 +55,7 @@ def test_linear_probe_per_joint_from_checkpoint_and_random_init(ray_session, ucl
     assert res["history"][0]["train_samples"] == 64  # 2 steps x 32
 
 
+@pytest.mark.extended  # Ray Train's resume path is the default run's in test_pretrain_ray (rerun resumes)
 def test_raw_linear_probe_resumes_from_its_checkpoint(ray_session, synthetic_prepared, tmp_path):
     from macdiff_ray.eval.probe import LinearEvalConfig, run_linear_eval
 

@@ -102,6 +102,7 @@ class _InterruptOnce(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.extended  # covered in the default run by the console tier's sweep, and by the cluster tier's step 5
 def test_interrupted_sweep_resumes(ray_session, synthetic_prepared, tmp_path):
     from macdiff_ray.tune.sweep import run_sweep
 
@@ -181,6 +182,7 @@ class _InterruptAtEpoch(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.extended  # the same Tune-over-Train resume runs in the cluster tier (step 5), on 2 workers too
 @pytest.mark.timeout(400)
 def test_tune_over_train_trial_with_two_workers_resumes(ray_session, synthetic_prepared, tmp_path):
     """tune.resources.workers: 2 -> each trial is a 2-worker TorchTrainer reporting through TuneReportCallback.
