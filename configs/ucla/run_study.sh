@@ -137,3 +137,19 @@ for s in 0 1 2; do
   python experiments/generate.py sample --data prepared/ucla --benchmark ucla-xview --checkpoint runs/ucla_tiny32_35_ddim \
       --classifier runs/cls35 --num-samples 256 --steps 50 --workers 0 --render 0 --seed $s --output runs/gen10_ddim35_s$s
 done
+# Eleventh session (an AMD EPYC box without AVX-512: fp32 by default): the 35-minute checkpoint retrained on one core
+# (216 epochs), its 100-epoch decoder fine-tune, and Table 5's frame rows started from the linear interpolation of
+# each gap (SDEdit, --init interpolation) at several strengths, beside the default start from noise
+python experiments/pretrain.py --config configs/ucla_tiny32_pretrain.json --budget-minutes 35 --output runs/ucla_tiny32_35
+python experiments/finetune_decoder.py --checkpoint runs/ucla_tiny32_35 --data prepared/ucla --epochs 100 \
+    --output runs/ucla_tiny32_35_decft
+for ck in ucla_tiny32_35_decft:ft ucla_tiny32_35:pre; do
+  for init in "noise" "i0.5 --init interpolation --init-strength 0.5" "i0.3 --init interpolation --init-strength 0.3" \
+              "i0.1 --init interpolation --init-strength 0.1" "i0.05 --init interpolation --init-strength 0.05" \
+              "i0.02 --init interpolation --init-strength 0.02"; do
+    set -- $init; name=$1; shift
+    python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview --checkpoint runs/${ck%%:*} \
+        --frames 3,5,11 --parts "" --num-samples 128 --steps 50 --workers 0 --render 0 "$@" \
+        --output runs/recon11_${ck##*:}_$name
+  done
+done
