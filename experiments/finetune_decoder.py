@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float)
     p.add_argument("--encoder-view", dest="encoder_view", choices=("masked", "full"),
                    help="what the frozen encoder sees: a pretraining mask (default) or every token")
+    p.add_argument("--schedule", choices=("tau", "cosine", "linear"),
+                   help="the noise schedule to fine-tune the decoder on (default: the checkpoint's)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int)
     p.add_argument("--config", help="JSON/YAML file of DecoderFinetuneConfig keys")

@@ -69,6 +69,28 @@ def test_resume_continues_and_refusals(source, finetuned, synthetic_prepared, tm
         run_decoder_finetune(replace(cfg, checkpoint=str(ddim), output=str(tmp_path / "d")))
 
 
+def test_schedule_option_is_what_the_checkpoint_and_generation_use(source, synthetic_prepared, tmp_path):
+    """--schedule cosine: the decoder trains on the cosine schedule, the checkpoint's config says so (the pretraining
+    source's stays tau), and the generation drivers build that schedule from it; a bad name is refused."""
+    from macdiff_ray.augment.pool import _build_model, model_bundle
+    from macdiff_ray.diffusion import DiffusionConfig, make_schedule
+
+    assert load_checkpoint(source)["config"]["diffusion"]["schedule"] == "tau"
+    cfg = DecoderFinetuneConfig(checkpoint=str(source), data_dir=str(synthetic_prepared), output=str(tmp_path / "cos"),
+                                epochs=1, batch_size=16, max_steps_per_epoch=1, schedule="cosine")
+    res = run_decoder_finetune(cfg)
+    assert res["encoder_unchanged"] and res["diffusion"]["schedule"] == "cosine"
+    state = load_checkpoint(cfg.output)
+    assert state["config"]["diffusion"]["schedule"] == "cosine"
+    assert state["decoder_finetune"]["schedule"] == "cosine" and state["decoder_finetune"]["source_schedule"] == "tau"
+    _, schedule = _build_model(model_bundle(state), torch.device("cpu"))
+    cosine = make_schedule(DiffusionConfig(schedule="cosine"))
+    assert torch.allclose(schedule.alphas_cumprod, cosine.alphas_cumprod)
+    assert float(schedule.alphas_cumprod[0]) > 0.9999  # the inverse-cosine's is 0.998
+    with pytest.raises(ConfigError, match="schedule"):
+        DecoderFinetuneConfig(checkpoint="c", data_dir="d", output="o", schedule="sigmoid")
+
+
 def test_generate_drivers_take_the_finetuned_checkpoint(finetuned, synthetic_prepared, tmp_path):
     """reconstruct: the paper's protocol by default (global condition, RePaint, no guidance), the old visible
     condition with guidance on request, and the table says which; sample: the fine-tuned decoder samples."""

@@ -326,7 +326,8 @@ def test_generate_cli_passes_reconstruction_and_sampling_flags(synthetic_prepare
     assert rec["config"]["recon_guidance"] == 1.5 and rec["config"]["condition"] == "visible-all"
     assert rec["config"]["resample"] == 2 and rec["protocol"]["resample"] == 2
     assert rec["protocol"]["init"] == "interpolation" and rec["protocol"]["init_strength"] == 0.4
-    assert "started from the linear interpolation, 0.4 of the chain" in (tmp_path / "rec" / "reconstruction.md").read_text()
+    md = (tmp_path / "rec" / "reconstruction.md").read_text()
+    assert "started from the linear interpolation, 0.4 of the chain" in md
     saved = json.loads((tmp_path / "rec" / "results.json").read_text())["config"]
     assert saved["recon_guidance"] == 1.5
     smp = cli.main(["sample", *common, "--output", str(tmp_path / "smp"), "--num-samples", "8", "--eta", "0"])

@@ -64,6 +64,10 @@ class DecoderFinetuneConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     encoder_view: Literal["masked", "full"] = "masked"
+    # The noise schedule the decoder is fine-tuned (and then samples) on; None = the pretraining checkpoint's. The
+    # paper's inverse-cosine (tau 1) keeps alpha_bar 0.998 at t = 0, a noise floor of about 45 mm on NW-UCLA;
+    # cosine's is 0.99996 (what a reconstruction at the data's precision may want).
+    schedule: Optional[Literal["tau", "cosine", "linear"]] = None
     persons: Literal["first", "all"] = "first"
     max_steps_per_epoch: Optional[int] = None
     checkpoint_every: int = 1
@@ -91,6 +95,9 @@ class DecoderFinetuneConfig:
             raise ConfigError("DecoderFinetuneConfig.max_steps_per_epoch: must be >= 1 or null")
         if self.num_threads < 0:
             raise ConfigError("DecoderFinetuneConfig.num_threads: must be >= 0")
+        if self.schedule is not None and self.schedule not in ("tau", "cosine", "linear"):
+            raise ConfigError(f"DecoderFinetuneConfig.schedule (--schedule): {self.schedule!r} is not one of "
+                              "['tau', 'cosine', 'linear'] (or null: the checkpoint's)")
 
 
 def global_condition(net: nn.Module, x_view: torch.Tensor, encoder_view: str,
@@ -216,6 +223,8 @@ def run_decoder_finetune(cfg: DecoderFinetuneConfig) -> dict:
     diffusion = (src.get("config") or {}).get("diffusion")
     if diffusion is None:
         raise ConfigError(f"{cfg.checkpoint}: the checkpoint's config has no 'diffusion' entry")
+    if cfg.schedule is not None:  # the fine-tuned decoder's own schedule; its checkpoint records it
+        diffusion = dict(diffusion, schedule=cfg.schedule)
     device = _device(cfg.device)
 
     torch.manual_seed(cfg.seed)
@@ -275,7 +284,8 @@ def run_decoder_finetune(cfg: DecoderFinetuneConfig) -> dict:
             digest = encoder_digest(net)
             if digest != source_digest:  # the contract of this stage; never expected
                 raise RuntimeError("decoder fine-tuning changed the encoder's weights (bug)")
-            _save(cfg, src, net, optimizer, epoch + 1, step, model_cfg, benchmark, digest, history, ckpt_dir)
+            _save(cfg, src, net, optimizer, epoch + 1, step, model_cfg, benchmark, digest, history, ckpt_dir,
+                  diffusion)
     latest = ckpt_lib.find_latest_checkpoint(cfg.output) if not storage.is_uri(cfg.output) else None
     results = {
         "config": to_dict(cfg),
@@ -284,6 +294,7 @@ def run_decoder_finetune(cfg: DecoderFinetuneConfig) -> dict:
         "benchmark": benchmark,
         "condition": "global",
         "encoder_view": cfg.encoder_view,
+        "diffusion": diffusion,
         "encoder_sha256": source_digest,
         "encoder_unchanged": encoder_digest(net) == source_digest,
         "trainable_parameters": sum(p.numel() for p in net.decoder.parameters()),
@@ -302,12 +313,17 @@ def run_decoder_finetune(cfg: DecoderFinetuneConfig) -> dict:
 
 
 def _save(cfg: DecoderFinetuneConfig, src: Mapping[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
-          epoch: int, step: int, model_cfg: Any, benchmark: str, digest: str, history: list, ckpt_dir: str) -> None:
+          epoch: int, step: int, model_cfg: Any, benchmark: str, digest: str, history: list, ckpt_dir: str,
+          diffusion: Mapping[str, Any]) -> None:
     data = dict(src["data"], benchmark=benchmark)
-    state = ckpt_lib.build_state(net, optimizer, None, epoch=epoch, step=step, config=src["config"],
-                                 model_config=model_cfg, data=data)
+    # the pretraining run's config, with the schedule the decoder was fine-tuned on (what generation reads)
+    state = ckpt_lib.build_state(net, optimizer, None, epoch=epoch, step=step,
+                                 config=dict(src["config"], diffusion=dict(diffusion)), model_config=model_cfg,
+                                 data=data)
     state["decoder_finetune"] = {
         "condition": "global", "encoder_view": cfg.encoder_view, "epochs": cfg.epochs,
+        "schedule": diffusion.get("schedule"),
+        "source_schedule": (src["config"].get("diffusion") or {}).get("schedule"),
         "source_checkpoint": cfg.checkpoint, "source_epoch": int(src.get("epoch", 0)), "encoder_sha256": digest,
         "config": to_dict(cfg), "history": list(history),
     }
