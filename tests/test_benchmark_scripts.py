@@ -102,3 +102,16 @@ def test_count_flops_includes_attention_on_the_cpu():
     q = torch.randn(n, heads, seq, dim)
     flops = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
     assert flops == 2 * (2 * n * heads * seq * seq * dim)
+
+
+def test_denoise_error_scores_the_decoder_at_each_timestep(synthetic_prepared, tmp_path):
+    from macdiff_ray.augment.offline import save_random_checkpoint
+
+    ckpt = save_random_checkpoint(synthetic_prepared, "synthetic", tmp_path / "ckpt")
+    rows = load_script("denoise_error").main(["--checkpoint", str(ckpt), "--data", str(synthetic_prepared),
+                                              "--benchmark", "synthetic", "--condition", "visible",
+                                              "--num-samples", "4", "--timesteps", "1,500"])
+    assert [r["t"] for r in rows] == [1, 500]
+    assert 1 > rows[0]["alpha_bar"] > rows[1]["alpha_bar"] > 0
+    assert rows[0]["noisy_mm"] < rows[1]["noisy_mm"]  # more noise, further from the clean sequence
+    assert all(r["x0_mm"] > 0 and r["eps_mse"] > 0 for r in rows)

@@ -153,3 +153,16 @@ for ck in ucla_tiny32_35_decft:ft ucla_tiny32_35:pre; do
         --output runs/recon11_${ck##*:}_$name
   done
 done
+# ... the decoder's one-step denoising error per timestep, then the decoder fine-tuned on the cosine schedule and
+# its frame rows from noise and from the interpolation
+python benchmarks/denoise_error.py --checkpoint runs/ucla_tiny32_35_decft --data prepared/ucla --benchmark ucla-xview
+python experiments/finetune_decoder.py --checkpoint runs/ucla_tiny32_35 --data prepared/ucla --epochs 100 \
+    --schedule cosine --output runs/ucla_tiny32_35_decft_cos
+python benchmarks/denoise_error.py --checkpoint runs/ucla_tiny32_35_decft_cos --data prepared/ucla --benchmark ucla-xview
+for init in "noise" "i0.1 --init interpolation --init-strength 0.1" "i0.05 --init interpolation --init-strength 0.05" \
+            "i0.02 --init interpolation --init-strength 0.02"; do
+  set -- $init; name=$1; shift
+  python experiments/generate.py reconstruct --data prepared/ucla --benchmark ucla-xview \
+      --checkpoint runs/ucla_tiny32_35_decft_cos --frames 3,5,11 --parts "" --num-samples 128 --steps 50 --workers 0 \
+      --render 0 "$@" --output runs/recon11_cos_$name
+done
