@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from macdiff_ray import console  # noqa: E402
 from macdiff_ray.cli import add_console_flags, merge_values, parser, smoke_dataset, start_console  # noqa: E402
 from macdiff_ray.config import ConfigError, from_dict  # noqa: E402
+from macdiff_ray.diffusion import SCHEDULES  # noqa: E402
 from macdiff_ray.train.decoder_finetune import DecoderFinetuneConfig, run_decoder_finetune  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float)
     p.add_argument("--encoder-view", dest="encoder_view", choices=("masked", "full"),
                    help="what the frozen encoder sees: a pretraining mask (default) or every token")
-    p.add_argument("--schedule", choices=("tau", "cosine", "linear"),
+    p.add_argument("--schedule", choices=SCHEDULES,
                    help="the noise schedule to fine-tune the decoder on (default: the checkpoint's)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int)

@@ -102,12 +102,14 @@ def default_guidance(condition: str) -> float:
     return RECON_GUIDANCE if condition == "visible" else 0.0
 
 
-def check_init(init: str, init_strength: float, method: str) -> None:
-    """Raise :class:`ConfigError` for an ``init`` / ``init_strength`` pair that cannot run (see :data:`INITS`)."""
+def check_init(init: str, init_strength: float, method: Optional[str] = None, where: str = "") -> None:
+    """Raise :class:`ConfigError` for an ``init`` / ``init_strength`` pair that cannot run (see :data:`INITS`);
+    ``method`` (when known) must have a chain to start; ``where`` prefixes the field names (e.g. a config's)."""
     if init not in INITS:
-        raise ConfigError(f"init (--init): {init!r} is not one of {list(INITS)}")
+        raise ConfigError(f"{where}init (--init): {init!r} is not one of {list(INITS)}")
     if not 0.0 < init_strength <= 1.0:
-        raise ConfigError(f"init_strength (--init-strength): expected 0 < s <= 1 (1 = from noise), got {init_strength}")
+        raise ConfigError(f"{where}init_strength (--init-strength): expected 0 < s <= 1 (1 = from noise), got "
+                          f"{init_strength}")
     if init != "noise" and method == "mae":
         raise ConfigError("init (--init): the mae baseline regresses in one pass; it has no chain to start")
 

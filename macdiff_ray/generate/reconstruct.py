@@ -39,8 +39,9 @@ from macdiff_ray.generate.common import (
     CLIP_X0, check_common, chunk_seed, data_info, fmt, load_generator, write_json,
 )
 from macdiff_ray.generate.data import load_split, native_windows, persons_of, train_mean_pose
-from macdiff_ray.generate.inpainting import (CONDITIONS, INITS, check_init, default_guidance, default_resample,
-                                             resolve_condition)
+from macdiff_ray.generate.inpainting import (
+    CONDITIONS, check_init, default_guidance, default_resample, resolve_condition,
+)
 from macdiff_ray.generate.workers import kill_workers, make_workers, run_chunks
 
 __all__ = ["ReconstructConfig", "occlusion_rows", "reconstruction_markdown", "run_reconstruct", "describe_protocol"]
@@ -89,11 +90,7 @@ class ReconstructConfig:
         if self.recon_guidance is not None and not self.recon_guidance >= 0:
             raise ConfigError(f"ReconstructConfig.recon_guidance (--guidance): expected >= 0 (0 = off), got "
                               f"{self.recon_guidance}")
-        if self.init not in INITS:
-            raise ConfigError(f"ReconstructConfig.init (--init): {self.init!r} is not one of {list(INITS)}")
-        if not 0.0 < self.init_strength <= 1.0:
-            raise ConfigError(f"ReconstructConfig.init_strength (--init-strength): expected 0 < s <= 1 (1 = from "
-                              f"noise), got {self.init_strength}")
+        check_init(self.init, self.init_strength, where="ReconstructConfig.")
         if self.init == "interpolation" and self.init_strength == 1.0:
             raise ConfigError("ReconstructConfig.init_strength (--init-strength): init 'interpolation' needs a "
                               "strength below 1 (at 1 the chain starts from pure noise and ignores the interpolation)")

@@ -38,6 +38,7 @@ from torch import nn
 
 from macdiff_ray import console, storage
 from macdiff_ray.config import ConfigError, absolute_paths, from_dict, to_dict
+from macdiff_ray.diffusion.schedules import SCHEDULES
 from macdiff_ray.train import checkpoint as ckpt_lib
 from macdiff_ray.train.logging import join, log, read_json, write_json
 
@@ -95,9 +96,9 @@ class DecoderFinetuneConfig:
             raise ConfigError("DecoderFinetuneConfig.max_steps_per_epoch: must be >= 1 or null")
         if self.num_threads < 0:
             raise ConfigError("DecoderFinetuneConfig.num_threads: must be >= 0")
-        if self.schedule is not None and self.schedule not in ("tau", "cosine", "linear"):
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(f"DecoderFinetuneConfig.schedule (--schedule): {self.schedule!r} is not one of "
-                              "['tau', 'cosine', 'linear'] (or null: the checkpoint's)")
+                              f"{list(SCHEDULES)} (or null: the checkpoint's)")
 
 
 def global_condition(net: nn.Module, x_view: torch.Tensor, encoder_view: str,
