@@ -206,3 +206,63 @@ def test_synthetic_fixture(synthetic_prepared):
     assert m["dataset"] == "synthetic" and m["num_samples"] == 240 and m["num_classes"] == 6
     assert m["split_counts"]["synthetic"] == {"train": 120, "test": 120}
     assert m["layout"]["name"] == "ntu25" and 32 <= m["max_frames"] <= 64
+
+
+def _yaw(x: np.ndarray, angle: float) -> np.ndarray:
+    """x (..., 3) turned by ``angle`` rad about the y axis."""
+    c, s = np.cos(angle), np.sin(angle)
+    return x @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], np.float32).T
+
+
+def test_face_forward_removes_the_camera_azimuth_and_keeps_the_motion():
+    from macdiff_ray.data.layouts import KINECT_V1_20
+    from macdiff_ray.data.samples import face_forward, facing_joints
+
+    pairs = facing_joints(KINECT_V1_20)
+    assert pairs == ((12, 16), (4, 8))  # hips, shoulders of the Kinect v1 order
+    rng = np.random.default_rng(0)
+    body = rng.normal(0, 0.3, (1, 6, 20, 3)).astype(np.float32)  # (M, T, V, C)
+    body[:, 4:] = 0  # two untracked frames
+    ref = face_forward(body, pairs)
+    first = ref[0, 0]
+    v = (first[12] - first[16]) + (first[4] - first[8])
+    assert v[0] > 0 and abs(v[2]) < 1e-5  # the facing vector lies on +x
+    np.testing.assert_allclose(ref[..., 1], body[..., 1], atol=1e-6)  # heights untouched
+    assert not ref[:, 4:].any()  # untracked frames stay zero
+    # the same body seen from any other azimuth comes out the same, and distances within it are kept
+    for angle in (0.7, -2.0, np.pi):
+        turned = np.where(np.any(body != 0, axis=(2, 3), keepdims=True), _yaw(body, angle), 0).astype(np.float32)
+        np.testing.assert_allclose(face_forward(turned, pairs), ref, atol=1e-5)
+    d = lambda a: np.linalg.norm(a[0, :4, :, None] - a[0, :4, None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(ref), d(body), atol=1e-5)
+    # z up: the rotation is about z, and x stays the facing axis
+    zup = body[..., [0, 2, 1]]
+    out = face_forward(zup, pairs, up=2)
+    np.testing.assert_allclose(out[..., 2], zup[..., 2], atol=1e-6)
+    w = (out[0, 0, 12] - out[0, 0, 16]) + (out[0, 0, 4] - out[0, 0, 8])
+    assert w[0] > 0 and abs(w[1]) < 1e-5
+
+
+def test_align_option_end_to_end_and_its_errors(tmp_path):
+    from macdiff_ray.data.layouts import KINECT_V1_20
+    from macdiff_ray.data.samples import face_forward, facing_joints
+
+    d = _ucla_subset(tmp_path, n=3)
+    plain = prepare_dataset("ucla", d, tmp_path / "plain", progress=False)
+    aligned = prepare_dataset("ucla", d, tmp_path / "aligned", progress=False, align="true")
+    assert (plain["align"], aligned["align"]) == (None, "y")
+    a, b = _all_rows(tmp_path / "plain"), _all_rows(tmp_path / "aligned")
+    xa, xb = table_x(a), table_x(b)  # (N, 1, T, V, C)
+    assert not np.allclose(xa, xb)
+    for i, n in enumerate(a.column("length").to_pylist()):  # each sample is the reader's, turned
+        np.testing.assert_allclose(xb[i, :, :n], face_forward(xa[i, :, :n], facing_joints(KINECT_V1_20)), atol=1e-5)
+    assert aligned["stats"] != plain["stats"]
+    with pytest.raises(ValueError, match="option align must be true, false, x, y or z"):
+        prepare_dataset("ucla", d, tmp_path / "o", progress=False, align="up")
+    assert not (tmp_path / "o").exists()
+    # a layout without hips or shoulders has no facing: refused with the layout's name
+    x = np.random.default_rng(0).normal(size=(2, 8, 5, 3)).astype(np.float32)
+    np.savez(tmp_path / "g.npz", x=x, y=np.array([0, 1]), split=np.array(["train", "test"]))
+    with pytest.raises(ValueError, match="layout 'generic5'.*leave align off"):
+        prepare_dataset("arrays", tmp_path / "g.npz", tmp_path / "o", progress=False, align="true")
+    assert not (tmp_path / "o").exists()

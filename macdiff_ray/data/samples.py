@@ -129,6 +129,63 @@ def center_on_body(x: np.ndarray, joint: int | None) -> np.ndarray:
     return np.where(present, x - origin, x).astype(np.float32)
 
 
+AXES = {"x": 0, "y": 1, "z": 2}
+# Joint-name pairs whose right -> left vector gives a body's facing (hips first, then shoulders); a layout needs one.
+FACING_PAIRS = (("left_hip", "right_hip"), ("left_shoulder", "right_shoulder"))
+
+
+def facing_joints(layout) -> tuple[tuple[int, int], ...]:
+    """The (left, right) joint index pairs of ``layout`` that :func:`face_forward` averages; raises ValueError
+    naming the layout when it has none of :data:`FACING_PAIRS`."""
+    names = {n: i for i, n in enumerate(layout.joint_names)}
+    pairs = tuple((names[a], names[b]) for a, b in FACING_PAIRS if a in names and b in names)
+    if not pairs:
+        raise ValueError(f"option align: layout {layout.name!r} names none of the joint pairs {list(FACING_PAIRS)}, "
+                         f"so a body's facing is unknown; give a layout JSON with them or leave align off")
+    return pairs
+
+
+def face_forward(x: np.ndarray, pairs: tuple[tuple[int, int], ...], up: int = 1) -> np.ndarray:
+    """Rotate a sample about the ``up`` axis through the origin so that actor 1's facing in its first tracked
+    frame is the same for every sample: the sum of its right -> left vectors over ``pairs`` (hips, shoulders),
+    projected on the plane normal to ``up``, points along +x (+y when x is up).
+
+    This is the yaw part of the view-invariant preprocessing of VA-RNN and Predict & Cluster: it removes the camera's
+    azimuth (NW-UCLA's three views), and keeps the motion, the body's height axis and any turning during the
+    sequence. x: (M, T, V, C) metres, usually centred first (then the body turns in place). All-zero (untracked)
+    frames stay zero; a sample without a tracked frame, or whose facing vector is vertical, is returned unchanged.
+    """
+    tracked = np.flatnonzero(np.any(x[0] != 0, axis=(1, 2))) if x.shape[1] else []  # (T_tracked,)
+    if len(tracked) == 0:
+        return x
+    first = x[0, tracked[0]].astype(np.float64)  # (V, C)
+    v = sum(first[left] - first[right] for left, right in pairs)  # (C,)
+    a, b = [k for k in range(3) if k != up]  # the horizontal plane: v is turned onto +a (x, or y when x is up)
+    if np.hypot(v[a], v[b]) < 1e-9:
+        return x
+    angle = np.arctan2(v[b], v[a])  # of v from axis a, towards axis b
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.eye(3)
+    rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, s, -s, c  # turns v onto +a
+    present = np.any(x != 0, axis=(2, 3), keepdims=True)  # (M, T, 1, 1)
+    return np.where(present, x @ rot.T.astype(np.float32), x).astype(np.float32)
+
+
+def align_option(options: dict) -> int | None:
+    """Option ``align`` (default false): ``true`` (= ``y``, the Kinect readers' up axis) or ``x``/``y``/``z``
+    turns each sample with :func:`face_forward` about that axis; returns the axis index or None."""
+    value = options.get("align", False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if value is True:
+        return AXES["y"]
+    if value is False:
+        return None
+    if isinstance(value, str) and value.lower() in AXES:
+        return AXES[value.lower()]
+    raise ValueError(f"option align must be true, false, x, y or z (the up axis), got {value!r}")
+
+
 def center_option(options: dict) -> bool:
     """Format option ``center`` (default true): translate each sample with :func:`center_on_joint`."""
     value = options["center"] if "center" in options else True
