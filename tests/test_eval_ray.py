@@ -165,3 +165,18 @@ def test_transfer_to_another_layout_fails_clearly(ucla_prepared, ucla_ckpt, tmp_
     with pytest.raises(LayoutMismatchError, match=r"'ntu25' \(25 joints\).*20 joints.*--joint-map"):
         run_linear_eval(c, quiet=True)
     assert not (tmp_path / "x" / "config.json").exists()
+
+
+def test_checkpoint_pretrained_on_turned_data_is_refused_on_unturned_data(ucla_prepared, ucla_ckpt, tmp_path):
+    from macdiff_ray.eval.probe import LinearEvalConfig, run_linear_eval
+    from macdiff_ray.eval.transfer import LayoutMismatchError
+    from macdiff_ray.train import checkpoint as ck
+
+    _, state = ucla_ckpt
+    turned = dict(state, data=dict(state["data"], align="y"))  # as pretraining on --option align=true data writes
+    ck.save_checkpoint(turned, tmp_path / "turned" / "checkpoints" / "epoch_00001")
+    cfg = from_dict(LinearEvalConfig, _common(ucla_prepared, tmp_path / "out", checkpoint=str(tmp_path / "turned"),
+                                              feature="per_joint"))
+    with pytest.raises(LayoutMismatchError, match="turned about y .*this dataset was not turned"):
+        run_linear_eval(cfg, quiet=True)
+    assert not (tmp_path / "out" / "results.json").exists()

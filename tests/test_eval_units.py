@@ -14,7 +14,7 @@ from macdiff_ray.eval.heads import Classifier, LinearHead, layer_decay_groups
 from macdiff_ray.eval.knn import knn_scores
 from macdiff_ray.eval.probe import LinearEvalConfig, _mix_chunks, plan_steps, summarize, topk_correct
 from macdiff_ray.eval.report import build_report, load_runs
-from macdiff_ray.eval.transfer import JointMap, LayoutMismatchError, apply_joint_map, check_transfer
+from macdiff_ray.eval.transfer import JointMap, LayoutMismatchError, apply_joint_map, check_alignment, check_transfer
 from macdiff_ray.model import SkeletonEncoder, model_preset
 
 
@@ -92,6 +92,17 @@ def test_transfer_between_layouts_refused_without_map():
     assert check_transfer(ucla, ucla, None) is None
     x = torch.randn(2, 1, 8, 20, 3)
     assert apply_joint_map(x, jm).shape == (2, 1, 8, 25, 3)
+
+
+def test_alignment_of_checkpoint_and_data_must_agree():
+    check_alignment({"align": "y"}, {"align": "y"})
+    check_alignment({"align": None}, {"align": None})
+    check_alignment({"dataset": "ucla"}, {"align": "y"})  # written before the option: not checked
+    with pytest.raises(LayoutMismatchError, match=r"d/: the checkpoint's pretraining data was turned about y "
+                                                  r"\(--option align=y\), this dataset was not turned"):
+        check_alignment({"align": "y"}, {"align": None}, "d/")
+    with pytest.raises(LayoutMismatchError, match="was not turned .*this dataset was turned about z"):
+        check_alignment({"align": None}, {"align": "z"})
 
 
 def test_configs_are_strict():

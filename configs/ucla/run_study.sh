@@ -166,3 +166,19 @@ for init in "noise" "i0.1 --init interpolation --init-strength 0.1" "i0.05 --ini
       --checkpoint runs/ucla_tiny32_35_decft_cos --frames 3,5,11 --parts "" --num-samples 128 --steps 50 --workers 0 \
       --render 0 "$@" --output runs/recon11_cos_$name
 done
+# Twelfth session (the same AMD box): the view alignment A/B. NW-UCLA prepared a second time with --option align=true
+# (each sequence turned about y so that its right-to-left hip and shoulder line lies along +x), then the same
+# 25-minute tiny pretraining on each copy, side by side, one core each, and the same probe and fine-tune rows
+python experiments/prepare_data.py --format ucla --input ../shared/data/nw_ucla/all_sqe --output prepared/ucla_align \
+    --option align=true
+c=0
+for v in base25:prepared/ucla align25:prepared/ucla_align; do
+  OMP_NUM_THREADS=1 taskset -c $c python experiments/pretrain.py --config configs/ucla_tiny32_pretrain.json \
+      --data ${v##*:} --budget-minutes 25 --output runs/ucla12_${v%%:*} &
+  c=$((c + 1))
+done; wait
+for v in base25:prepared/ucla align25:prepared/ucla_align; do
+  S="python experiments/study.py --data ${v##*:} --benchmark ucla-xview --pretrained runs/ucla12_${v%%:*} --num-frames 32 --config runs/cfg/nocurve.json"
+  $S --seeds 0 1 2 --rows probe probe_random probe_raw knn nn_raw --output runs/study12_${v%%:*}_probe
+  $S --seeds 0 1 2 --finetune-epochs 100 --rows finetune --output runs/study12_${v%%:*}_ft
+done

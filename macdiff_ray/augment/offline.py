@@ -143,6 +143,7 @@ def write_augmented_dataset(
             "num_joints": int(v),
             "channels": int(c),
             "units": "m",
+            "align": src_manifest.get("align"),
             "num_samples": len(samples),
             "split_counts": split_counts,
             "stats": src_manifest["stats"],
@@ -213,6 +214,7 @@ def save_random_checkpoint(
                 "note": "randomly initialised, untrained (save_random_checkpoint)"},
         model_config=cfg,
         data={"dataset": manifest["dataset"], "benchmark": benchmark, "layout": manifest["layout"],
-              "stats": manifest["stats"][benchmark], "num_classes": manifest["num_classes"]},
+              "stats": manifest["stats"][benchmark], "num_classes": manifest["num_classes"],
+              "align": manifest.get("align")},
     )
     return save_checkpoint(state, directory)

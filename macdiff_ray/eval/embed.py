@@ -26,7 +26,7 @@ class EncoderActor:
 
         from macdiff_ray.data.transforms import EvalTransform
         from macdiff_ray.eval.features import build_encoder
-        from macdiff_ray.eval.transfer import check_transfer, load_joint_map
+        from macdiff_ray.eval.transfer import check_alignment, check_transfer, load_joint_map
 
         torch.set_num_threads(1)
         state = None
@@ -36,6 +36,7 @@ class EncoderActor:
             from macdiff_ray.train.checkpoint import load_checkpoint
 
             state = load_checkpoint(checkpoint)
+            check_alignment(state.get("data"), info)
             self.joint_map = check_transfer((state.get("data") or {}).get("layout"), info["layout"],
                                             load_joint_map(joint_map) if joint_map else None)
             if self.joint_map is not None:

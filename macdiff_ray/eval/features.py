@@ -114,8 +114,10 @@ def describe_eval_data(data_dir: str, benchmark: str) -> dict:
     counts = m["split_counts"][benchmark]
     return {"dataset": m["dataset"], "benchmark": benchmark, "layout": m["layout"], "stats": m["stats"][benchmark],
             "num_classes": int(m["num_classes"]), "num_joints": int(m["num_joints"]),
-            "channels": int(m["channels"]), "num_train": int(counts["train"]), "num_test": int(counts.get("test", 0))}
+            "channels": int(m["channels"]), "num_train": int(counts["train"]), "num_test": int(counts.get("test", 0)),
+            "align": m.get("align")}
 
 
 def ckpt_data_section(info: dict) -> dict[str, Any]:
-    return {k: info[k] for k in ("dataset", "benchmark", "layout", "stats", "num_classes")}
+    return {**{k: info[k] for k in ("dataset", "benchmark", "layout", "stats", "num_classes")},
+            "align": info.get("align")}

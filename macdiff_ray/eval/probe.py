@@ -102,7 +102,7 @@ def build_classifier(cfg: EvalCommon, info: dict, state: Optional[dict] = None):
     """(Classifier, source description) for ``cfg`` on the data described by ``info``."""
     from macdiff_ray.eval.features import build_encoder
     from macdiff_ray.eval.heads import BNMLPHead, Classifier, LinearHead, MLPHead, feature_dim
-    from macdiff_ray.eval.transfer import check_transfer, load_joint_map
+    from macdiff_ray.eval.transfer import check_alignment, check_transfer, load_joint_map
 
     frozen = isinstance(cfg, LinearEvalConfig)
     num_joints = info["num_joints"]
@@ -114,6 +114,7 @@ def build_classifier(cfg: EvalCommon, info: dict, state: Optional[dict] = None):
         if cfg.source == "checkpoint":
             state = state if state is not None else ckpt_lib.load_checkpoint(cfg.checkpoint)
             ckpt_layout = (state.get("data") or {}).get("layout")
+            check_alignment(state.get("data"), info, cfg.data_dir)
             joint_map = check_transfer(ckpt_layout, info["layout"],
                                        load_joint_map(cfg.joint_map) if cfg.joint_map else None)
             if joint_map is not None:
@@ -564,9 +565,10 @@ def run_protocol(cfg: EvalCommon, protocol: str, *, augmenter: Any = None, quiet
     t0 = time.perf_counter()
     info = describe_eval_data(cfg.data_dir, cfg.benchmark)
     if cfg.source == "checkpoint":  # fail early, on the driver, with the transfer/compatibility message
-        from macdiff_ray.eval.transfer import check_transfer, load_joint_map
+        from macdiff_ray.eval.transfer import check_alignment, check_transfer, load_joint_map
 
         state = ckpt_lib.load_checkpoint(cfg.checkpoint)
+        check_alignment(state.get("data"), info, cfg.data_dir)
         check_transfer((state.get("data") or {}).get("layout"), info["layout"],
                        load_joint_map(cfg.joint_map) if cfg.joint_map else None)
         del state

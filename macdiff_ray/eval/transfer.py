@@ -101,6 +101,22 @@ def check_transfer(ckpt_layout: Any, data_layout: Any, joint_map: Optional[Joint
     return joint_map
 
 
+def check_alignment(ckpt_data: Mapping | None, info: Mapping, data_dir: Any = None) -> None:
+    """Refuse a checkpoint whose pretraining data was turned to face +x (prepare's option ``align``) when this
+    data was not, or the other way round: its features would be read in another frame. A manifest from before the
+    option counts as unturned (``describe_*`` give None); a checkpoint written before it has no ``align`` entry and is
+    not checked."""
+    if "align" not in (ckpt_data or {}):
+        return
+    have, want = ckpt_data["align"], info.get("align")
+    if have != want:
+        where = f"{data_dir}: " if data_dir else ""
+        def says(a):
+            return "not turned (no --option align)" if a is None else f"turned about {a} (--option align={a})"
+        raise LayoutMismatchError(f"{where}the checkpoint's pretraining data was {says(have)}, this dataset was "
+                                  f"{says(want)}; prepare the data as the checkpoint's was")
+
+
 def apply_joint_map(x: torch.Tensor, joint_map: Optional[JointMap]) -> torch.Tensor:
     """``(..., V_tgt, C) -> (..., V_src, C)`` (identity without a map)."""
     if joint_map is None:

@@ -94,11 +94,12 @@ def describe_data(cfg: PretrainConfig) -> dict:
         "num_joints": m["num_joints"],
         "num_train": int(counts["train"]),
         "num_test": int(counts.get("test", 0)),
+        "align": m.get("align"),  # prepare's option align (None: not turned; absent in manifests before it)
     }
 
 
 def _checkpoint_data(info: dict) -> dict:
-    return {k: info[k] for k in ckpt_lib.DATA_KEYS}
+    return {**{k: info[k] for k in ckpt_lib.DATA_KEYS}, "align": info.get("align")}
 
 
 # --------------------------------------------------------------------------------------------------------------
