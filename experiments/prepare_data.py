@@ -42,7 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="synthetic: seed")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="other format option, e.g. subset=all (msr), train_split=xsub_train (pyskl), layout=ntu25; "
-                        "align=true (any format: turn each body about the y axis so that its right-to-left hip and shoulder line lies along +x; align=x or z for another up axis)")
+                        "align=true (any format: turn each body about the y axis so that its right-to-left hip and shoulder line "
+                        "lies along +x; align=x or z for another up axis; align=full also stands it upright, hips to "
+                        "shoulders along +y)")
     p.add_argument("--shard-rows", type=int, default=1024)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")

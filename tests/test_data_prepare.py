@@ -243,9 +243,49 @@ def test_face_forward_removes_the_camera_azimuth_and_keeps_the_motion():
     assert w[0] > 0 and abs(w[1]) < 1e-5
 
 
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """The 3x3 rotation by ``angle`` rad about ``axis`` (Rodrigues)."""
+    k = axis / np.linalg.norm(axis)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+
+
+def test_stand_upright_removes_any_camera_rotation_and_keeps_the_motion():
+    from macdiff_ray.data.layouts import KINECT_V1_20, MSR20
+    from macdiff_ray.data.samples import facing_joints, stand_upright
+
+    pairs = facing_joints(KINECT_V1_20)
+    (lh, rh), (ls, rs) = pairs
+    rng = np.random.default_rng(1)
+    body = rng.normal(0, 0.3, (1, 6, 20, 3)).astype(np.float32)  # (M, T, V, C)
+    body[:, 5:] = 0  # an untracked frame
+    ref = stand_upright(body, pairs)
+    f = ref[0, 0].astype(np.float64)
+    up = (f[ls] + f[rs] - f[lh] - f[rh]) / 2
+    facing = (f[lh] - f[rh]) + (f[ls] - f[rs])
+    np.testing.assert_allclose(up[[0, 2]], 0, atol=1e-5)  # hips -> shoulders along +y
+    assert up[1] > 0
+    assert facing[0] > 0 and abs(facing[2]) < 1e-5  # facing in the x-y plane, towards +x
+    assert not ref[:, 5:].any()
+    d = lambda a: np.linalg.norm(a[0, :5, :, None] - a[0, :5, None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(ref), d(body), atol=1e-5)  # a rigid motion: distances kept in every frame
+    # the same body seen by a camera tilted, rolled and turned any way comes out the same
+    for axis, angle in (((1, 0, 0), 0.4), ((0.3, 1, -0.2), 2.5), ((1, 1, 1), -1.2)):
+        r = _rotation(np.asarray(axis, float), angle).astype(np.float32)
+        seen = np.where(np.any(body != 0, axis=(2, 3), keepdims=True), body @ r.T, 0).astype(np.float32)
+        np.testing.assert_allclose(stand_upright(seen, pairs), ref, atol=1e-4)
+    # a proper rotation: the mirror image of the body is not turned into the body
+    mirrored = body * np.array([-1, 1, 1], np.float32)
+    assert not np.allclose(stand_upright(mirrored, pairs), ref, atol=1e-3)
+    assert np.array_equal(stand_upright(np.zeros_like(body), pairs), np.zeros_like(body))
+    with pytest.raises(ValueError, match="align=full needs a hip pair and a shoulder pair"):
+        stand_upright(body, pairs[:1])
+    assert len(facing_joints(MSR20)) == 2
+
+
 def test_align_option_end_to_end_and_its_errors(tmp_path):
     from macdiff_ray.data.layouts import KINECT_V1_20
-    from macdiff_ray.data.samples import face_forward, facing_joints
+    from macdiff_ray.data.samples import face_forward, facing_joints, stand_upright
 
     d = _ucla_subset(tmp_path, n=3)
     plain = prepare_dataset("ucla", d, tmp_path / "plain", progress=False)
@@ -257,7 +297,12 @@ def test_align_option_end_to_end_and_its_errors(tmp_path):
     for i, n in enumerate(a.column("length").to_pylist()):  # each sample is the reader's, turned
         np.testing.assert_allclose(xb[i, :, :n], face_forward(xa[i, :, :n], facing_joints(KINECT_V1_20)), atol=1e-5)
     assert aligned["stats"] != plain["stats"]
-    with pytest.raises(ValueError, match="option align must be true, false, x, y or z"):
+    full = prepare_dataset("ucla", d, tmp_path / "full", progress=False, align="full")
+    assert full["align"] == "full"
+    xf = table_x(_all_rows(tmp_path / "full"))
+    for i, n in enumerate(a.column("length").to_pylist()):
+        np.testing.assert_allclose(xf[i, :, :n], stand_upright(xa[i, :, :n], facing_joints(KINECT_V1_20)), atol=1e-5)
+    with pytest.raises(ValueError, match="option align must be true, false, x, y, z .the up axis. or full"):
         prepare_dataset("ucla", d, tmp_path / "o", progress=False, align="up")
     assert not (tmp_path / "o").exists()
     # a layout without hips or shoulders has no facing: refused with the layout's name
@@ -265,4 +310,11 @@ def test_align_option_end_to_end_and_its_errors(tmp_path):
     np.savez(tmp_path / "g.npz", x=x, y=np.array([0, 1]), split=np.array(["train", "test"]))
     with pytest.raises(ValueError, match="layout 'generic5'.*leave align off"):
         prepare_dataset("arrays", tmp_path / "g.npz", tmp_path / "o", progress=False, align="true")
+    assert not (tmp_path / "o").exists()
+    # hips alone give a facing, but no up vector: full is refused, naming the layout
+    (tmp_path / "hips.json").write_text(json.dumps({"name": "hips5", "root": 0, "parents": [-1, 0, 0, 0, 0],
+                                                    "joint_names": ["pelvis", "left_hip", "right_hip", "a", "b"]}))
+    with pytest.raises(ValueError, match="align=full: layout 'hips5' needs both a hip and a shoulder pair"):
+        prepare_dataset("arrays", tmp_path / "g.npz", tmp_path / "o", progress=False, align="full",
+                        layout=str(tmp_path / "hips.json"))
     assert not (tmp_path / "o").exists()

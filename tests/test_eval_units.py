@@ -103,6 +103,9 @@ def test_alignment_of_checkpoint_and_data_must_agree():
         check_alignment({"align": "y"}, {"align": None}, "d/")
     with pytest.raises(LayoutMismatchError, match="was not turned .*this dataset was turned about z"):
         check_alignment({"align": None}, {"align": "z"})
+    with pytest.raises(LayoutMismatchError, match=r"stood upright \(--option align=full\), this dataset was turned "
+                                                  r"about y"):
+        check_alignment({"align": "full"}, {"align": "y"})
 
 
 def test_configs_are_strict():

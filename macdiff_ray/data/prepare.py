@@ -29,14 +29,14 @@ from macdiff_ray.data.formats import FormatSpec, get_format
 from macdiff_ray.data.lengths import length_stats
 from macdiff_ray.data.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
 from macdiff_ray.data.report import build_report, sample_geometry
-from macdiff_ray.data.samples import (DataFormatError, RawSample, align_option, face_forward, facing_joints,
-                                      validate_sample)
+from macdiff_ray.data.samples import (FACING_PAIRS, DataFormatError, RawSample, align_option, align_sample,
+                                     facing_joints, validate_sample)
 from macdiff_ray.data.shards import samples_to_table, spool_read, spool_write, write_shard
 
 __all__ = ["prepare_dataset", "UNITS"]
 
 UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
-# Options every format takes (prepare applies them after reading): align (samples.face_forward).
+# Options every format takes (prepare applies them after reading): align (samples.align_sample).
 GENERIC_OPTIONS = frozenset({"align"})
 _STD_FLOOR = 1e-6  # a coordinate constant over the training split would otherwise divide by zero downstream
 
@@ -221,7 +221,7 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
              progress: bool, shard_rows: int) -> dict:
     spool_dir = tmp / "_spool"
     spool_dir.mkdir()
-    up = align_option(options)
+    align = align_option(options)
     inputs, skipped_in = spec.list_inputs(src, options)
     skipped: list[dict] = [{"input": _relative(s["input"], src), "reason": str(s["reason"])} for s in skipped_in]
     bar = _Progress(fmt, len(inputs), progress)
@@ -258,7 +258,10 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
             continue
         if layout is None and samples:
             layout = spec.layout_for(options, samples)
-            facing = facing_joints(layout) if up is not None else None
+            facing = facing_joints(layout) if align is not None else None
+            if align == "full" and len(facing) != 2:
+                raise ValueError(f"option align=full: layout {layout.name!r} needs both a hip and a shoulder "
+                                 f"pair {list(FACING_PAIRS)} for the body's up vector; use align=true")
         for s in sorted(samples, key=lambda s: s.sample_id):
             try:
                 validate_sample(s, num_joints=layout.num_joints, num_classes=spec.num_classes, source=str(path))
@@ -268,8 +271,8 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
                 fail(f"{rel}#{s.sample_id}", e)
                 continue
             x = np.ascontiguousarray(s.x, dtype=np.float32)  # (M, T, V, C)
-            if up is not None:
-                x = face_forward(x, facing, up)
+            if align is not None:
+                x = align_sample(x, facing, align)
             seen.add(s.sample_id)
             buffer.append(RawSample(s.sample_id, x, int(s.label), int(s.subject), int(s.view), int(s.setup),
                                     int(s.replication), s.split))
@@ -335,7 +338,7 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
         "num_joints": layout.num_joints,
         "channels": 3,
         "units": "m",
-        "align": None if up is None else "xyz"[up],  # the up axis each sample was turned about (option align)
+        "align": align,  # option align: None, the up axis each sample was turned about, or "full"
         "num_samples": len(meta),
         "split_counts": split_counts,
         "stats": stats,

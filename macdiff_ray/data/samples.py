@@ -171,19 +171,60 @@ def face_forward(x: np.ndarray, pairs: tuple[tuple[int, int], ...], up: int = 1)
     return np.where(present, x @ rot.T.astype(np.float32), x).astype(np.float32)
 
 
-def align_option(options: dict) -> int | None:
+def stand_upright(x: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Rotate a sample through the origin so that actor 1's body in its first tracked frame stands along +y (the
+    vector from its hips' midpoint to its shoulders' midpoint) and faces +x (its right -> left hip and shoulder
+    vectors, summed and made normal to that up vector).
+
+    :func:`face_forward` about y removes a camera's azimuth only; this also removes its elevation and roll (the
+    full view-invariant transform of VA-RNN and Predict & Cluster, with the body's own axes from its first frame).
+    ``pairs`` must be (hips, shoulders), as :func:`facing_joints` gives them for a layout that has both. x: (M, T, V,
+    C) metres. All-zero frames stay zero; a sample without a tracked frame, or whose facing is parallel to its up
+    vector, is returned unchanged.
+    """
+    if len(pairs) != 2:
+        raise ValueError(f"option align=full needs a hip pair and a shoulder pair (the body's up vector), got {pairs}")
+    tracked = np.flatnonzero(np.any(x[0] != 0, axis=(1, 2))) if x.shape[1] else []  # (T_tracked,)
+    if len(tracked) == 0:
+        return x
+    first = x[0, tracked[0]].astype(np.float64)  # (V, C)
+    (lh, rh), (ls, rs) = pairs
+    up = (first[ls] + first[rs] - first[lh] - first[rh]) / 2  # (C,) hips' midpoint -> shoulders' midpoint
+    facing = sum(first[left] - first[right] for left, right in pairs)  # (C,)
+    if np.linalg.norm(up) < 1e-9:
+        return x
+    up = up / np.linalg.norm(up)
+    facing = facing - (facing @ up) * up
+    if np.linalg.norm(facing) < 1e-9:
+        return x
+    facing = facing / np.linalg.norm(facing)
+    rot = np.stack([facing, up, np.cross(facing, up)])  # (3, 3) rows: the new x, y, z; a proper rotation
+    present = np.any(x != 0, axis=(2, 3), keepdims=True)  # (M, T, 1, 1)
+    return np.where(present, x @ rot.T.astype(np.float32), x).astype(np.float32)
+
+
+ALIGN_MODES = ("x", "y", "z", "full")  # the manifest's "align" values besides None
+
+
+def align_option(options: dict) -> str | None:
     """Option ``align`` (default false): ``true`` (= ``y``, the Kinect readers' up axis) or ``x``/``y``/``z``
-    turns each sample with :func:`face_forward` about that axis; returns the axis index or None."""
+    turns each sample with :func:`face_forward` about that axis; ``full`` turns it with :func:`stand_upright`.
+    Returns the mode (an entry of :data:`ALIGN_MODES`, what the manifest records) or None."""
     value = options.get("align", False)
     if isinstance(value, str) and value.lower() in ("true", "false"):
         value = value.lower() == "true"
     if value is True:
-        return AXES["y"]
+        return "y"
     if value is False:
         return None
-    if isinstance(value, str) and value.lower() in AXES:
-        return AXES[value.lower()]
-    raise ValueError(f"option align must be true, false, x, y or z (the up axis), got {value!r}")
+    if isinstance(value, str) and value.lower() in ALIGN_MODES:
+        return value.lower()
+    raise ValueError(f"option align must be true, false, x, y, z (the up axis) or full, got {value!r}")
+
+
+def align_sample(x: np.ndarray, pairs: tuple[tuple[int, int], ...], mode: str) -> np.ndarray:
+    """x turned as option ``align`` ``mode`` (from :func:`align_option`, not None) says."""
+    return stand_upright(x, pairs) if mode == "full" else face_forward(x, pairs, AXES[mode])
 
 
 def center_option(options: dict) -> bool:

@@ -112,7 +112,9 @@ def check_alignment(ckpt_data: Mapping | None, info: Mapping, data_dir: Any = No
     if have != want:
         where = f"{data_dir}: " if data_dir else ""
         def says(a):
-            return "not turned (no --option align)" if a is None else f"turned about {a} (--option align={a})"
+            if a is None:
+                return "not turned (no --option align)"
+            return "stood upright (--option align=full)" if a == "full" else f"turned about {a} (--option align={a})"
         raise LayoutMismatchError(f"{where}the checkpoint's pretraining data was {says(have)}, this dataset was "
                                   f"{says(want)}; prepare the data as the checkpoint's was")
 
