@@ -182,3 +182,16 @@ for v in base25:prepared/ucla align25:prepared/ucla_align; do
   $S --seeds 0 1 2 --rows probe probe_random probe_raw knn nn_raw --output runs/study12_${v%%:*}_probe
   $S --seeds 0 1 2 --finetune-epochs 100 --rows finetune --output runs/study12_${v%%:*}_ft
 done
+
+# Thirteenth session (a slower AMD EPYC box, about 40-48 samples/s per core for the tiny model at 32 frames, against
+# about 165 in the twelfth): the 60-minute studies of the yaw-aligned and the fully aligned (align=full) data, side by
+# side, one core each
+python experiments/prepare_data.py --format ucla --input ../shared/data/nw_ucla/all_sqe --output prepared/ucla_full \
+    --option align=full
+c=0
+for v in align60:prepared/ucla_align full60:prepared/ucla_full; do
+  OMP_NUM_THREADS=1 taskset -c $c python experiments/study.py --data ${v##*:} --benchmark ucla-xview --budget-minutes 60 \
+      --num-frames 32 --seeds 0 1 2 --rows probe probe_random probe_raw knn nn_raw finetune --finetune-epochs 100 \
+      --output runs/study13_${v%%:*} &
+  c=$((c + 1))
+done; wait
