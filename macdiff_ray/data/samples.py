@@ -145,6 +145,18 @@ def facing_joints(layout) -> tuple[tuple[int, int], ...]:
     return pairs
 
 
+def _first_tracked_frame(x: np.ndarray) -> np.ndarray | None:
+    """Actor 1's first frame with a nonzero joint, as float64 (V, C), or None when it has none."""
+    tracked = np.flatnonzero(np.any(x[0] != 0, axis=(1, 2))) if x.shape[1] else []  # (T_tracked,)
+    return x[0, tracked[0]].astype(np.float64) if len(tracked) else None
+
+
+def _rotate_tracked(x: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """x (M, T, V, C) with each point turned by the 3x3 ``rot``; all-zero (untracked) frames stay zero."""
+    present = np.any(x != 0, axis=(2, 3), keepdims=True)  # (M, T, 1, 1)
+    return np.where(present, x @ rot.T.astype(np.float32), x).astype(np.float32)
+
+
 def face_forward(x: np.ndarray, pairs: tuple[tuple[int, int], ...], up: int = 1) -> np.ndarray:
     """Rotate a sample about the ``up`` axis through the origin so that actor 1's facing in its first tracked
     frame is the same for every sample: the sum of its right -> left vectors over ``pairs`` (hips, shoulders),
@@ -155,10 +167,9 @@ def face_forward(x: np.ndarray, pairs: tuple[tuple[int, int], ...], up: int = 1)
     sequence. x: (M, T, V, C) metres, usually centred first (then the body turns in place). All-zero (untracked)
     frames stay zero; a sample without a tracked frame, or whose facing vector is vertical, is returned unchanged.
     """
-    tracked = np.flatnonzero(np.any(x[0] != 0, axis=(1, 2))) if x.shape[1] else []  # (T_tracked,)
-    if len(tracked) == 0:
+    first = _first_tracked_frame(x)
+    if first is None:
         return x
-    first = x[0, tracked[0]].astype(np.float64)  # (V, C)
     v = sum(first[left] - first[right] for left, right in pairs)  # (C,)
     a, b = [k for k in range(3) if k != up]  # the horizontal plane: v is turned onto +a (x, or y when x is up)
     if np.hypot(v[a], v[b]) < 1e-9:
@@ -167,8 +178,7 @@ def face_forward(x: np.ndarray, pairs: tuple[tuple[int, int], ...], up: int = 1)
     c, s = np.cos(angle), np.sin(angle)
     rot = np.eye(3)
     rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, s, -s, c  # turns v onto +a
-    present = np.any(x != 0, axis=(2, 3), keepdims=True)  # (M, T, 1, 1)
-    return np.where(present, x @ rot.T.astype(np.float32), x).astype(np.float32)
+    return _rotate_tracked(x, rot)
 
 
 def stand_upright(x: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -184,10 +194,9 @@ def stand_upright(x: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarr
     """
     if len(pairs) != 2:
         raise ValueError(f"option align=full needs a hip pair and a shoulder pair (the body's up vector), got {pairs}")
-    tracked = np.flatnonzero(np.any(x[0] != 0, axis=(1, 2))) if x.shape[1] else []  # (T_tracked,)
-    if len(tracked) == 0:
+    first = _first_tracked_frame(x)
+    if first is None:
         return x
-    first = x[0, tracked[0]].astype(np.float64)  # (V, C)
     (lh, rh), (ls, rs) = pairs
     up = (first[ls] + first[rs] - first[lh] - first[rh]) / 2  # (C,) hips' midpoint -> shoulders' midpoint
     facing = sum(first[left] - first[right] for left, right in pairs)  # (C,)
@@ -199,8 +208,7 @@ def stand_upright(x: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarr
         return x
     facing = facing / np.linalg.norm(facing)
     rot = np.stack([facing, up, np.cross(facing, up)])  # (3, 3) rows: the new x, y, z; a proper rotation
-    present = np.any(x != 0, axis=(2, 3), keepdims=True)  # (M, T, 1, 1)
-    return np.where(present, x @ rot.T.astype(np.float32), x).astype(np.float32)
+    return _rotate_tracked(x, rot)
 
 
 ALIGN_MODES = ("x", "y", "z", "full")  # the manifest's "align" values besides None
