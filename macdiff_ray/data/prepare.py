@@ -29,8 +29,8 @@ from macdiff_ray.data.formats import FormatSpec, get_format
 from macdiff_ray.data.lengths import length_stats
 from macdiff_ray.data.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
 from macdiff_ray.data.report import build_report, sample_geometry
-from macdiff_ray.data.samples import (FACING_PAIRS, DataFormatError, RawSample, align_option, align_sample,
-                                     facing_joints, validate_sample)
+from macdiff_ray.data.samples import (DataFormatError, RawSample, align_option, align_sample, facing_joints,
+                                     validate_sample)
 from macdiff_ray.data.shards import samples_to_table, spool_read, spool_write, write_shard
 
 __all__ = ["prepare_dataset", "UNITS"]
@@ -258,10 +258,7 @@ def _convert(spec: FormatSpec, fmt: str, src: Path | None, tmp: Path, options: d
             continue
         if layout is None and samples:
             layout = spec.layout_for(options, samples)
-            facing = facing_joints(layout) if align is not None else None
-            if align == "full" and len(facing) != 2:
-                raise ValueError(f"option align=full: layout {layout.name!r} needs both a hip and a shoulder "
-                                 f"pair {list(FACING_PAIRS)} for the body's up vector; use align=true")
+            facing = facing_joints(layout, align) if align is not None else None
         for s in sorted(samples, key=lambda s: s.sample_id):
             try:
                 validate_sample(s, num_joints=layout.num_joints, num_classes=spec.num_classes, source=str(path))

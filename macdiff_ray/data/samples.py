@@ -120,11 +120,10 @@ def center_on_body(x: np.ndarray, joint: int | None) -> np.ndarray:
 
     x: (M, T, V, C) metres. All-zero (untracked) frames stay zero, as in :func:`center_on_joint`.
     """
-    tracked = np.flatnonzero(np.any(x[0] != 0, axis=(1, 2))) if x.shape[1] else []  # (T_tracked,)
-    if len(tracked) == 0:
+    first = _first_tracked_frame(x)  # (V, C) float64
+    if first is None:
         return x
-    first = x[0, tracked[0]]  # (V, C)
-    origin = first.mean(axis=0) if joint is None else first[joint].copy()  # (C,)
+    origin = (first.mean(axis=0) if joint is None else first[joint]).astype(x.dtype)  # (C,)
     present = np.any(x != 0, axis=(2, 3), keepdims=True)  # (M, T, 1, 1)
     return np.where(present, x - origin, x).astype(np.float32)
 
@@ -134,14 +133,18 @@ AXES = {"x": 0, "y": 1, "z": 2}
 FACING_PAIRS = (("left_hip", "right_hip"), ("left_shoulder", "right_shoulder"))
 
 
-def facing_joints(layout) -> tuple[tuple[int, int], ...]:
-    """The (left, right) joint index pairs of ``layout`` that :func:`face_forward` averages; raises ValueError
-    naming the layout when it has none of :data:`FACING_PAIRS`."""
+def facing_joints(layout, mode: str | None = None) -> tuple[tuple[int, int], ...]:
+    """The (left, right) joint index pairs of ``layout`` that :func:`face_forward` averages (and
+    :func:`stand_upright` reads as hips, shoulders); raises ValueError naming the layout when it has none of
+    :data:`FACING_PAIRS`, or, for align ``mode`` "full", when it lacks either one."""
     names = {n: i for i, n in enumerate(layout.joint_names)}
     pairs = tuple((names[a], names[b]) for a, b in FACING_PAIRS if a in names and b in names)
     if not pairs:
         raise ValueError(f"option align: layout {layout.name!r} names none of the joint pairs {list(FACING_PAIRS)}, "
                          f"so a body's facing is unknown; give a layout JSON with them or leave align off")
+    if mode == "full" and len(pairs) != len(FACING_PAIRS):
+        raise ValueError(f"option align=full: layout {layout.name!r} needs both a hip and a shoulder "
+                         f"pair {list(FACING_PAIRS)} for the body's up vector; use align=true")
     return pairs
 
 
@@ -188,7 +191,7 @@ def stand_upright(x: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarr
 
     :func:`face_forward` about y removes a camera's azimuth only; this also removes its elevation and roll (the
     full view-invariant transform of VA-RNN and Predict & Cluster, with the body's own axes from its first frame).
-    ``pairs`` must be (hips, shoulders), as :func:`facing_joints` gives them for a layout that has both. x: (M, T, V,
+    ``pairs`` must be (hips, shoulders), as :func:`facing_joints` gives them for mode "full". x: (M, T, V,
     C) metres. All-zero frames stay zero; a sample without a tracked frame, or whose facing is parallel to its up
     vector, is returned unchanged.
     """
