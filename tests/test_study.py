@@ -105,3 +105,23 @@ def test_curves_png_without_a_probe_curve_draws_no_empty_legend(tmp_path):
         warnings.simplefilter("always")
         _plot(str(tmp_path / "c2.png"), history, [{"epoch": 5, "top1_last": 0.5}], 0.2, "with curve")
     assert not [w for w in caught if "legend" in str(w.message)]
+
+
+def test_probe_curve_is_labelled_with_the_seed_it_ran(tmp_path, monkeypatch):
+    import macdiff_ray.eval.study as study
+
+    for epoch in (5, 10, 15):
+        (tmp_path / "run" / "checkpoints" / f"epoch_{epoch:05d}").mkdir(parents=True)
+        (tmp_path / "run" / "checkpoints" / f"epoch_{epoch:05d}" / "checkpoint.pt").write_bytes(b"x")
+    ran = []
+
+    def fake_probe(cfg, name, num_frames, seeds, **kw):
+        ran.append((name, list(seeds), kw["checkpoint"]))
+        return {"top1_last": 0.5}
+
+    monkeypatch.setattr(study, "_seeded_probe", fake_probe)
+    cfg = from_dict(StudyConfig, dict(data_dir=str(tmp_path), benchmark="synthetic", output=str(tmp_path / "o"),
+                                      seeds=[3, 5], curve_points=2))
+    curve = study._curve(cfg, str(tmp_path / "run"), 32)
+    assert [p["epoch"] for p in curve] == [5, 15] and {p["seed"] for p in curve} == {3}
+    assert [r[:2] for r in ran] == [("curve/epoch_00005", [3]), ("curve/epoch_00015", [3])]

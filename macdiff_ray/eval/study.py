@@ -230,7 +230,7 @@ def _checkpoint_epochs(run_dir: str) -> list[tuple[int, str]]:
 
 
 def _curve(cfg: StudyConfig, run_dir: str, num_frames: int) -> list[dict]:
-    """Per-joint probe accuracy (seed 0) at the random init and at up to ``curve_points`` kept checkpoints."""
+    """Per-joint probe accuracy (the study's first seed) at up to ``curve_points`` kept checkpoints."""
     kept = _checkpoint_epochs(run_dir)
     if cfg.curve_points == 0 or not kept:
         return []
@@ -240,7 +240,7 @@ def _curve(cfg: StudyConfig, run_dir: str, num_frames: int) -> list[dict]:
     s = cfg.seeds[0]
     for epoch, path in pick:
         r = _seeded_probe(cfg, f"curve/epoch_{epoch:05d}", num_frames, [s], checkpoint=path, feature="per_joint")
-        points.append({"epoch": epoch, "top1_last": r["top1_last"]})
+        points.append({"epoch": epoch, "seed": s, "top1_last": r["top1_last"]})
     return points
 
 
@@ -389,7 +389,7 @@ def run_study(cfg: StudyConfig) -> dict:
     curve = _curve(cfg, run_dir, num_frames)
     md = table(results, header)
     if curve:
-        md += "\nprobe over pretraining (seed 0, per-joint, last epoch): " + ", ".join(
+        md += f"\nprobe over pretraining (seed {curve[0]['seed']}, per-joint, last epoch): " + ", ".join(
             f"epoch {p['epoch']}: {100 * p['top1_last']:.1f}" for p in curve) + "\n"
     write_text(join(cfg.output, "study.md"), md)
     _plot(join(cfg.output, "curves.png"), pre.get("history") or [], curve,
