@@ -195,3 +195,11 @@ for v in align60:prepared/ucla_align full60:prepared/ucla_full; do
       --output runs/study13_${v%%:*} &
   c=$((c + 1))
 done; wait
+
+# Fourteenth session (the same box): fine-tune seeds 1 and 2 on the full60 checkpoint, side by side, one core each
+# (seed 0 is the thirteenth session's, in runs/study13_full60)
+for s in 1 2; do
+  OMP_NUM_THREADS=1 taskset -c $((s - 1)) python experiments/study.py --data prepared/ucla_full --benchmark ucla-xview \
+      --num-frames 32 --pretrained runs/study13_full60/pretrain --seeds $s --rows finetune --finetune-epochs 100 \
+      --output runs/study14_full60_ft_s$s &
+done; wait
