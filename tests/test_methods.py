@@ -156,6 +156,7 @@ def test_a_checkpoint_from_before_the_method_field_is_macdiff(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.extended  # 37 s on the slow AMD box; test_pretrain_ray takes the 2-worker Train path (macdiff)
 @pytest.mark.parametrize("method", ["ddim"])
 def test_baselines_pretrain_through_ray_train(method, ray_session, synthetic_prepared, tmp_path):
     """The same run_pretrain (experiments/pretrain.py --method M) trains a baseline on 2 DDP workers (every

@@ -143,7 +143,8 @@ def test_cpu_starvation_refused(ray_session, synthetic_prepared, tmp_path):
     assert not (tmp_path / "s" / "sweep").exists()
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.extended  # 105 s on the slow AMD box; the ASHA sweep above takes the Tune path, and the augmenter hook test
+@pytest.mark.timeout(300)  # of test_eval_ray the fine-tune-with-augmentation-actors path
 def test_augment_sweep_runs_every_trial(ray_session, synthetic_prepared, tmp_path):
     """kind: augment, 2 FIFO trials, each a fine-tuning run with its own augmentation actors (synthetic data, an
     untrained checkpoint). The second trial used to wait forever: run_finetune left the first trial's actors alive,
