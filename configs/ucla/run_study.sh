@@ -203,3 +203,23 @@ for s in 1 2; do
       --num-frames 32 --pretrained runs/study13_full60/pretrain --seeds $s --rows finetune --finetune-epochs 100 \
       --output runs/study14_full60_ft_s$s &
 done; wait
+# Seventeenth session: the align=full 60-minute pretraining on both cores (Ray Train, 2 workers, global batch 64),
+# then the probe rows (3 seeds) and the fine-tune (seed 0), side by side, one core each
+mkdir -p runs/cfg && echo '{"curve_points": 0}' > runs/cfg/nocurve.json
+cat > runs/cfg/full60_2w.json <<'JSON'
+{"data_dir": "prepared/ucla_full", "benchmark": "ucla-xview", "preset": "tiny", "num_frames": 32, "epochs": 100000,
+ "budget_minutes": 60, "batch_size": 64, "lr": 1e-3, "lr_scaling": "none", "warmup_epochs": 10,
+ "checkpoint_every": 25, "keep_checkpoints": 10000, "num_workers": 2, "output": "runs/study17_full60_2w", "seed": 0}
+JSON
+OMP_NUM_THREADS=1 python experiments/pretrain.py --config runs/cfg/full60_2w.json
+OMP_NUM_THREADS=1 taskset -c 0 python experiments/study.py --data prepared/ucla_full --benchmark ucla-xview --num-frames 32 \
+    --pretrained runs/study17_full60_2w --seeds 0 1 2 --rows probe probe_random probe_raw knn nn_raw \
+    --config runs/cfg/nocurve.json --output runs/study17_probe &
+OMP_NUM_THREADS=1 taskset -c 1 python experiments/study.py --data prepared/ucla_full --benchmark ucla-xview --num-frames 32 \
+    --pretrained runs/study17_full60_2w --seeds 0 --rows finetune --finetune-epochs 100 \
+    --config runs/cfg/nocurve.json --output runs/study17_ft_s0 &
+wait
+# ... the probe of one kept checkpoint (epoch 150, seed 0), to place the 581-epoch probe against the 144-epoch one
+python experiments/linear_eval.py --data prepared/ucla_full --benchmark ucla-xview \
+    --checkpoint runs/study17_full60_2w/checkpoints/epoch_00150 --feature per_joint --epochs 100 --batch-size 64 \
+    --lr 0.1 --num-frames 32 --num-workers 0 --materialize --seed 0 --cache-views 16 --output runs/probe17/epoch00150
